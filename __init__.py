@@ -1,0 +1,48 @@
+"""ComfyUI-Wan22: ComfyUI's entry point for the pack (V3 node API).
+
+ComfyUI imports this file from custom_nodes/. It registers the pack's nodes through
+`comfy_entrypoint()` and serves the frontend extension from ./js. On a ComfyUI too old for the
+V3 node API it logs one line saying what to update and registers nothing, so ComfyUI starts.
+"""
+
+import logging
+
+WEB_DIRECTORY = "./js"
+MIN_COMFYUI_VERSION = "0.3.75"
+
+
+def _comfyui_version() -> str:
+    try:
+        from comfyui_version import __version__
+
+        return __version__
+    except ImportError:
+        return "unknown"
+
+
+try:
+    from comfy_api.latest import ComfyExtension, io  # noqa: F401  (io: probe that V3 is complete)
+
+    _V3_MISSING = None
+except ImportError as e:  # ComfyUI before the V3 node API
+    _V3_MISSING = e
+
+if _V3_MISSING is None:
+    from .nodes import NODE_LIST
+
+    class Wan22Extension(ComfyExtension):
+        async def get_node_list(self):
+            return list(NODE_LIST)
+
+    async def comfy_entrypoint() -> Wan22Extension:
+        return Wan22Extension()
+
+else:
+    logging.error(
+        "[ComfyUI-Wan22] needs ComfyUI %s or newer (the V3 node API, comfy_api.latest); this ComfyUI is "
+        "%s. Update ComfyUI and restart. The pack's nodes are not loaded.",
+        MIN_COMFYUI_VERSION,
+        _comfyui_version(),
+    )
+    # An empty classic mapping: ComfyUI loads the pack as "no nodes" instead of warning about it.
+    NODE_CLASS_MAPPINGS = {}

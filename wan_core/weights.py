@@ -1,0 +1,235 @@
+"""Reading weight files without inflating them in RAM.
+
+One reader for every model of the pack (DiT, VAE, text encoder). It answers a lazy mapping of
+key -> tensor:
+
+- `.safetensors`: the header is parsed here and each tensor is a view into a private,
+  copy-on-write memory map of the file. Nothing is read until a tensor is used, and pages that
+  are only read stay file-backed (the kernel can drop them), so an idle model costs no second
+  private RAM copy.
+- `.pth` / `.pt` / `.bin`: `torch.load(weights_only=True, mmap=True)`; arbitrary pickled objects
+  are refused, never unpickled.
+- a folder with `*.safetensors.index.json`: the shards it names, each checked to exist.
+
+Every failure is a `WeightFileError` naming the file and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import WanUserError
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# A header larger than this is not a safetensors header but a different or damaged file.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class WeightFileError(WanUserError):
+    """A weight file that cannot be read as it is."""
+
+
+class SafetensorsFile(Mapping):
+    """Lazy key -> tensor view of one .safetensors file, backed by a private memory map."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.header, self.metadata, self._data_start = _read_safetensors_header(self.path)
+        self._storage: torch.UntypedStorage | None = None
+
+    def _mapped(self) -> torch.UntypedStorage:
+        if self._storage is None:
+            nbytes = self.path.stat().st_size
+            self._storage = torch.UntypedStorage.from_file(str(self.path), shared=False, nbytes=nbytes)
+        return self._storage
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        info = self.header[key]
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        start, end = info["data_offsets"]
+        offset = self._data_start + start
+        raw = torch.empty(0, dtype=torch.uint8).set_(self._mapped(), offset, (end - start,))
+        if end == start:
+            return torch.empty(info["shape"], dtype=dtype)
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if offset % itemsize:
+            # Old writers did not align tensors; a misaligned view is impossible, so copy this one.
+            raw = raw.clone()
+        return raw.view(dtype).reshape(info["shape"])
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of a tensor, read from the header alone."""
+        return tuple(self.header[key]["shape"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.header)
+
+    def __len__(self) -> int:
+        return len(self.header)
+
+
+def _read_safetensors_header(path: Path) -> tuple[dict, dict, int]:
+    size = path.stat().st_size
+    damaged = (
+        f"{path.name}: the safetensors header is unreadable ({{why}}). The file is truncated or is "
+        f"not a safetensors file: download it again, and check it finished downloading."
+    )
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise WeightFileError(damaged.format(why=f"the file has only {size} bytes"))
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len > min(MAX_HEADER_BYTES, size - 8):
+            raise WeightFileError(damaged.format(why=f"it claims a {header_len}-byte header in a {size}-byte file"))
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WeightFileError(damaged.format(why=f"its JSON does not parse: {e}")) from None
+    if not isinstance(header, dict):
+        raise WeightFileError(damaged.format(why="its header is not a JSON object"))
+    metadata = header.pop("__metadata__", None) or {}
+    data_start = 8 + header_len
+    data_len = size - data_start
+    for key, info in header.items():
+        try:
+            begin, end = info["data_offsets"]
+            known = info["dtype"] in SAFETENSORS_DTYPES
+        except (TypeError, KeyError, ValueError):
+            raise WeightFileError(damaged.format(why=f"tensor {key!r} has a malformed entry")) from None
+        if not known:
+            raise WeightFileError(
+                f"{path.name}: tensor {key!r} has dtype {info['dtype']}, which the pack cannot read. "
+                f"Use an fp32, fp16, bf16 or fp8 release of this model."
+            )
+        if end > data_len:
+            raise WeightFileError(
+                damaged.format(why=f"tensor {key!r} ends at byte {end} but the file holds {data_len} bytes of data")
+            )
+    return header, metadata, data_start
+
+
+def _load_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise WeightFileError(
+            f"{path.name}: holds Python objects other than tensors, and the pack loads only plain state "
+            f"dicts (weights_only=True, so nothing in the file is ever executed). Use the release's "
+            f"original file or a .safetensors version. Detail: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise WeightFileError(
+            f"{path.name}: cannot be read as a PyTorch state dict ({str(e).splitlines()[0]}). The file is "
+            f"damaged or incomplete: download it again."
+        ) from None
+    # Some trainers nest the weights one level down.
+    for nest in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and nest in obj and isinstance(obj[nest], dict):
+            obj = obj[nest]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightFileError(
+            f"{path.name}: is not a plain state dict of tensors. Use the release's original file or a "
+            f".safetensors version."
+        )
+    return obj
+
+
+class ShardedStateDict(Mapping):
+    """Several files seen as one mapping (official and diffusers sharded checkpoints)."""
+
+    def __init__(self, parts: list[Mapping]):
+        self._where: dict[str, Mapping] = {}
+        for part in parts:
+            for key in part:
+                self._where[key] = part
+        self.parts = parts
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._where[key][key]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        part = self._where[key]
+        return part.shape(key) if hasattr(part, "shape") else tuple(part[key].shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def weight_files_in_folder(folder: Path) -> list[Path]:
+    """The shards of a checkpoint folder: those its index names, else its single weight file."""
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        index = indexes[0]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightFileError(f"{index}: the shard index is not valid JSON with a weight_map ({e}).") from None
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise WeightFileError(
+                f"{folder}: the checkpoint is missing {len(missing)} of its {len(shards)} shards "
+                f"({', '.join(missing)}). Download the missing files into that folder."
+            )
+        return [folder / s for s in shards]
+    singles = sorted(folder.glob("*.safetensors")) or sorted(
+        p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES
+    )
+    if not singles:
+        raise WeightFileError(f"{folder}: no .safetensors or .pth weights in this folder.")
+    if len(singles) > 1:
+        raise WeightFileError(
+            f"{folder}: holds several weight files ({', '.join(p.name for p in singles)}) but no "
+            f"*.safetensors.index.json saying how they fit together. Restore the index file."
+        )
+    return singles
+
+
+def open_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """A lazy state dict for a file or a checkpoint folder; tensors stay on the CPU, memory-mapped."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightFileError(f"{path}: no such file or folder.")
+    files = weight_files_in_folder(path) if path.is_dir() else [path]
+    parts: list[Mapping] = []
+    for file in files:
+        if file.suffix == ".safetensors":
+            parts.append(SafetensorsFile(file))
+        elif file.suffix in PICKLE_SUFFIXES:
+            parts.append(_load_pickled_state_dict(file))
+        else:
+            raise WeightFileError(
+                f"{file.name}: not a weight file the pack reads (.safetensors, .pth, .pt, .bin)."
+            )
+    return parts[0] if len(parts) == 1 else ShardedStateDict(parts)
+
+
+def tensor_shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    """A tensor's shape without reading its data where the source allows it."""
+    if hasattr(state_dict, "shape"):
+        return state_dict.shape(key)
+    return tuple(state_dict[key].shape)

@@ -6,6 +6,7 @@ V3 node API it logs one line saying what to update and registers nothing, so Com
 """
 
 import logging
+import sys
 
 WEB_DIRECTORY = "./js"
 MIN_COMFYUI_VERSION = "0.3.75"
@@ -37,12 +38,15 @@ if _V3_MISSING is None:
     async def comfy_entrypoint() -> Wan22Extension:
         return Wan22Extension()
 
-else:
+elif "folder_paths" in sys.modules:  # ComfyUI is the host, but an old one
     logging.error(
         "[ComfyUI-Wan22] needs ComfyUI %s or newer (the V3 node API, comfy_api.latest); this ComfyUI is "
         "%s. Update ComfyUI and restart. The pack's nodes are not loaded.",
         MIN_COMFYUI_VERSION,
         _comfyui_version(),
     )
+
+if _V3_MISSING is not None:
     # An empty classic mapping: ComfyUI loads the pack as "no nodes" instead of warning about it.
+    # (Outside ComfyUI, e.g. pytest importing the repo root as a package, this is all that happens.)
     NODE_CLASS_MAPPINGS = {}

@@ -20,6 +20,9 @@ PACK_MODULE = "comfyui_wan22"
 def comfy():
     if str(COMFYUI_DIR) not in sys.path:
         sys.path.insert(0, str(COMFYUI_DIR))
+    from comfy.cli_args import args
+
+    args.cpu = True  # as `main.py --cpu`: must be set before model_management picks a device
     import comfy.model_management  # noqa: F401  (imports ComfyUI's runtime on the CPU)
 
     return sys.modules["comfy"]

@@ -94,10 +94,19 @@ def shift_sigmas(sigmas, shift: float):
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+# A float32 sigma is off its decimal value by up to ~6e-8, i.e. 6e-5 of a timestep: without this
+# snap float32(0.95) would truncate to 949. Far below any real step (the release's finest is ~1e-3).
+_FLOAT32_SNAP = 1e-3
+
+
 def sigmas_to_timesteps(sigmas) -> torch.Tensor:
-    """int64 timesteps int(sigma * 1000), truncated like the release (computed in float64)."""
-    values = np.asarray(torch.as_tensor(sigmas).detach().cpu().double().numpy(), dtype=np.float64)
-    return torch.from_numpy((values * NUM_TRAIN_TIMESTEPS).astype(np.int64))
+    """int64 timesteps int(sigma * 1000), truncated like the release, for sigmas off its grid.
+
+    The sigmas are usually float32 (ComfyUI's schedulers); a timestep within float32 error below a
+    whole number counts as that number. For the release's own grid use `SigmaSchedule.timesteps`.
+    """
+    values = torch.as_tensor(sigmas).detach().cpu().double().numpy()
+    return torch.from_numpy(np.floor(values * NUM_TRAIN_TIMESTEPS + _FLOAT32_SNAP).astype(np.int64))
 
 
 def _schedule_from_grid(grid: np.ndarray) -> SigmaSchedule:

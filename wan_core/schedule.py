@@ -171,6 +171,11 @@ def wan_timesteps(steps: int, shift: float, denoise: float = 1.0) -> torch.Tenso
     return wan_schedule(steps, shift, denoise).timesteps
 
 
+# Scheduler name -> builder(steps, shift, denoise): "wan" pairs with wan_unipc, "wan_dpm" with
+# wan_dpmpp_2m, as in the release.
+WAN_SCHEDULERS = {"wan": wan_schedule, "wan_dpm": wan_dpm_schedule}
+
+
 def schedule_from_sigmas(sigmas: Sequence[float] | torch.Tensor) -> SigmaSchedule:
     """A schedule for any sigma list (e.g. one of ComfyUI's schedulers): timesteps truncated."""
     sigmas = torch.as_tensor(sigmas).detach().cpu().float()

@@ -129,10 +129,13 @@ class FlowUniPC:
 
 def _run(solver, model: Denoiser, x: torch.Tensor, extra_args, callback) -> torch.Tensor:
     extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
+    # Sigmas go to the model in float32 even for a half-precision x: the model maps them back to
+    # the release's integer timesteps by exact lookup, which a bf16 sigma would miss.
+    sigma_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     for i in range(solver.steps):
         sigma = solver.sigmas[i]
-        denoised = model(x, sigma * s_in, **extra_args)
+        sigma_batch = torch.full((x.shape[0],), sigma, dtype=sigma_dtype, device=x.device)
+        denoised = model(x, sigma_batch, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x = solver.step(i, x, denoised)
@@ -188,3 +191,7 @@ def sample_wan_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas, extra_args=Non
     if len(sigmas) <= 1:
         return x
     return _run(FlowDPMSolver2M(sigmas), model, x, extra_args, callback)
+
+
+# Sampler name -> function, for registering with ComfyUI (KSAMPLER) and for the node's list.
+WAN_SAMPLERS = {"wan_unipc": sample_wan_unipc, "wan_dpmpp_2m": sample_wan_dpmpp_2m}

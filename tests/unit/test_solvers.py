@@ -310,3 +310,16 @@ def test_unipc_runs_from_sigma_one():
     schedule = wan_schedule(5, 1.0)  # only for its timestep lookup fallback (truncation)
     out = sample_wan_unipc(_x0_model(schedule, velocity), x, sigmas)
     assert torch.isfinite(out).all()
+
+
+def test_half_precision_latent_still_gets_float32_sigmas():
+    schedule = wan_schedule(3, 5.0)
+    seen = []
+
+    def model(x, sigma):
+        seen.append(sigma)
+        return x
+
+    sample_wan_unipc(model, torch.zeros(1, 2, dtype=torch.bfloat16), schedule.sigmas)
+    assert all(s.dtype == torch.float32 for s in seen)
+    assert [schedule.timestep_for_sigma(s[0]) for s in seen] == schedule.timesteps.tolist()

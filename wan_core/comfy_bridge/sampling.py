@@ -18,16 +18,15 @@ import comfy.samplers
 import latent_preview
 import torch
 
-from ..schedule import SigmaSchedule, denoise_total_steps, schedule_from_sigmas, wan_schedule
-from ..solvers import sample_wan_unipc
+from ..schedule import WAN_SCHEDULERS, SigmaSchedule, denoise_total_steps, schedule_from_sigmas
+from ..solvers import WAN_SAMPLERS
 from .experts import HIGH, LOW, DualExpertGuider, WanFlowSampling
 
 log = logging.getLogger("ComfyUI-Wan22")
 
-WAN_SAMPLER = "wan_unipc"
-WAN_SCHEDULER = "wan"
-SAMPLER_NAMES = [WAN_SAMPLER, *comfy.samplers.KSampler.SAMPLERS]
-SCHEDULER_NAMES = [WAN_SCHEDULER, *comfy.samplers.KSampler.SCHEDULERS]
+# The release's solvers and sigma grids first (wan_unipc + wan is the official loop), then ComfyUI's.
+SAMPLER_NAMES = [*WAN_SAMPLERS, *comfy.samplers.KSampler.SAMPLERS]
+SCHEDULER_NAMES = [*WAN_SCHEDULERS, *comfy.samplers.KSampler.SCHEDULERS]
 
 
 @dataclass
@@ -53,8 +52,8 @@ class RunReport:
 
 def build_schedule(settings: RunSettings) -> SigmaSchedule:
     """The run's sigmas and DiT timesteps (partial denoise keeps the tail, as native does)."""
-    if settings.scheduler == WAN_SCHEDULER:
-        return wan_schedule(settings.steps, settings.shift, settings.denoise)
+    if settings.scheduler in WAN_SCHEDULERS:
+        return WAN_SCHEDULERS[settings.scheduler](settings.steps, settings.shift, settings.denoise)
     total = denoise_total_steps(settings.steps, settings.denoise)
     if total == 0:
         return schedule_from_sigmas(torch.zeros(0))
@@ -64,14 +63,14 @@ def build_schedule(settings: RunSettings) -> SigmaSchedule:
 
 
 def sampler_object(name: str):
-    if name == WAN_SAMPLER:
-        return comfy.samplers.KSAMPLER(sample_wan_unipc)
+    if name in WAN_SAMPLERS:
+        return comfy.samplers.KSAMPLER(WAN_SAMPLERS[name])
     return comfy.samplers.sampler_object(name)
 
 
 def with_run_sampling(patcher, settings: RunSettings, schedule: SigmaSchedule):
     """A clone of the expert whose model sampling is this run's (shift, release timesteps)."""
-    official = settings.scheduler == WAN_SCHEDULER
+    official = settings.scheduler in WAN_SCHEDULERS
     clone = patcher.clone()
     clone.add_object_patch(
         "model_sampling",

@@ -215,10 +215,10 @@ def build_encoder(sd: RenamedStateDict, cfg: UMT5Config, dtype: torch.dtype, ops
     return model.eval().requires_grad_(False)
 
 
-def load_text_encoder(path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
-                      dtype: torch.dtype | None = None, ops=TorchOps,
-                      compute_dtype: torch.dtype | None = None) -> UMT5Encoder:
-    """A umT5 encoder with its tokenizer from any release format (file or folder)."""
+def inspect_text_encoder(path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None
+                         ) -> tuple[Path, RenamedStateDict, UMT5Config, UMT5Tokenizer]:
+    """Everything about a text encoder file short of its weights (headers only): the checks a
+    loader node runs up front, so a wrong file is reported where it was chosen."""
     path = resolve_weights_path(path)
     raw = open_state_dict(path)
     sd = normalize_keys(raw, path.name)
@@ -229,6 +229,14 @@ def load_text_encoder(path: str | os.PathLike, tokenizer_path: str | os.PathLike
             f"{tokenizer.source}: the tokenizer has {tokenizer.vocab_size} tokens but {path.name} embeds only "
             f"{cfg.vocab_size}: they are not from the same model. Use the umt5-xxl tokenizer with umT5-XXL."
         )
+    return path, sd, cfg, tokenizer
+
+
+def load_text_encoder(path: str | os.PathLike, tokenizer_path: str | os.PathLike | None = None,
+                      dtype: torch.dtype | None = None, ops=TorchOps,
+                      compute_dtype: torch.dtype | None = None) -> UMT5Encoder:
+    """A umT5 encoder with its tokenizer from any release format (file or folder)."""
+    path, sd, cfg, tokenizer = inspect_text_encoder(path, tokenizer_path)
     model = build_encoder(sd, cfg, dtype or default_dtype(sd), ops=ops, compute_dtype=compute_dtype)
     model.tokenizer = tokenizer
     log.info("[ComfyUI-Wan22] umT5 %s: %s (%s layers, width %s)", sd.format, path.name, cfg.num_layers, cfg.dim)

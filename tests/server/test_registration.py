@@ -8,6 +8,8 @@ import pytest
 pytestmark = pytest.mark.server
 
 PACK_NODES = {
+    "Wan22TextEncoderLoader",
+    "Wan22TextEncode",
 }
 
 

@@ -138,3 +138,18 @@ def test_width_mismatch_with_the_dit_says_so():
     with pytest.raises(WanUserError, match="gives 32-wide embeddings but the Wan model expects text_dim 4096"):
         check_text_dim(32, 4096)
     check_text_dim(4096, 4096)
+
+
+def test_real_xxl_config_and_size_from_shapes_alone():
+    # The release's shapes (read from headers in practice); the module is built on the meta device.
+    from wan_core.umt5 import UMT5Encoder, config_from_state_dict
+
+    shapes = {"token_embedding.weight": (256384, 4096), "norm.weight": (4096,)}
+    for i in range(24):
+        shapes |= {f"blocks.{i}.attn.q.weight": (4096, 4096), f"blocks.{i}.ffn.fc1.weight": (10240, 4096),
+                   f"blocks.{i}.pos_embedding.embedding.weight": (32, 64)}
+    cfg = config_from_state_dict(shapes)
+    assert (cfg.num_layers, cfg.dim, cfg.num_heads, cfg.head_dim, cfg.ffn_dim, cfg.vocab_size, cfg.num_buckets) == (
+        24, 4096, 64, 64, 10240, 256384, 32)
+    params = sum(p.numel() for p in UMT5Encoder(cfg, device="meta").parameters())
+    assert 5.6e9 < params < 5.8e9  # umT5-XXL encoder: 5.7 B

@@ -8,8 +8,12 @@ import pytest
 pytestmark = pytest.mark.server
 
 PACK_NODES = {
+    "Wan22VideoCombine",
     "Wan22TextEncoderLoader",
     "Wan22TextEncode",
+    "Wan22ModelLoader",
+    "Wan22ExpertsToModels",
+    "Wan22ModelsToPair",
 }
 
 

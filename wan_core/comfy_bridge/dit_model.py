@@ -129,9 +129,8 @@ def expert_from_checkpoint(ckpt: DiTCheckpoint, weight_dtype: str = "default") -
     logging.info(
         "[ComfyUI-Wan22] %s: %s; weights %s, compute %s", ckpt.path.name, ckpt.description, storage, compute or storage
     )
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-    patcher.wan22_checkpoint = ckpt.path  # for messages and the pair's file names
-    return patcher
+    model.wan22_checkpoint = ckpt.path  # on the model, not the patcher: clones (LoRA) share it
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
 def _unscaled(ckpt: DiTCheckpoint) -> DiTCheckpoint:
@@ -141,7 +140,7 @@ def _unscaled(ckpt: DiTCheckpoint) -> DiTCheckpoint:
 
 def checkpoint_path_of(model: comfy.model_patcher.ModelPatcher) -> Path | None:
     """The file or folder a MODEL was loaded from by this pack, else None."""
-    return getattr(model, "wan22_checkpoint", None)
+    return getattr(getattr(model, "model", None), "wan22_checkpoint", None)
 
 
 def dit_of(patcher) -> WanDiT | None:

@@ -7,7 +7,6 @@ NODE_LIST: list = []
 NODE_LIST += text.NODES
 NODE_LIST += loader.NODES
 NODE_LIST += video.NODES
-NODE_LIST += video.NODES
 
 # The frontend extension's HTTP routes: they register themselves only when a ComfyUI server runs.
 from . import routes  # noqa: E402,F401

@@ -9,7 +9,6 @@ pytestmark = pytest.mark.server
 
 PACK_NODES = {
     "Wan22VideoCombine",
-    "Wan22VideoCombine",
     "Wan22TextEncoderLoader",
     "Wan22TextEncode",
     "Wan22ModelLoader",

@@ -95,6 +95,9 @@ class Wan22Sampler(io.ComfyNode):
         return io.NodeOutput(out, ui={"wan22_sampler": [summary]})
 
 
+NODES = [Wan22Sampler]
+
+
 def resolve_settings(pair, seed, steps, use_release_defaults, cfg, cfg_low_noise, shift, boundary, sampler_name,
                      scheduler, denoise) -> RunSettings:
     if steps < 1:

@@ -14,6 +14,7 @@ PACK_NODES = {
     "Wan22ModelLoader",
     "Wan22ExpertsToModels",
     "Wan22ModelsToPair",
+    "Wan22Sampler",
 }
 
 

@@ -1,0 +1,131 @@
+"""The benchmark cases of each suite: which models, which video size, which sampler settings.
+
+Sizes are pixels (width x height x frames). Every case compares the pack and native ComfyUI with
+the same ComfyUI sampler and scheduler (`sampler`/`scheduler`), and adds pack-only rows
+(`pack_only`: the release's own solver and grid, which native ComfyUI does not have).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from wan_core.config import KIND_DEFAULTS, ModelKind
+
+from .models import DiTSpec, dit_factory
+
+FP8 = torch.float8_e4m3fn
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: ModelKind
+    high: DiTSpec  # the TI2V-5B model, or the high-noise expert
+    low: DiTSpec | None  # the low-noise expert of an A14B pair
+    vae: tuple[str, str]  # (wan2.1 | wan2.2, tiny | real)
+    width: int
+    height: int
+    frames: int
+    steps: int
+    cfg_high: float
+    cfg_low: float
+    shift: float
+    boundary: float | None
+    sampler: str = "euler"
+    scheduler: str = "simple"
+    pack_only: tuple[tuple[str, str], ...] = (("wan_unipc", "wan"),)
+    vram_cap_gb: float | None = None  # GPU: cap the server's device memory to this
+    server_args: tuple[str, ...] = ()  # given to both servers alike
+    seed: int = 42
+    notes: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}x{self.frames}"
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        d = KIND_DEFAULTS[self.kind]
+        st, ss, _ = d.vae_stride
+        return (d.latent_channels, (self.frames - 1) // st + 1, self.height // ss, self.width // ss)
+
+    def tokens(self) -> int:
+        _, f, h, w = self.latent_shape()
+        return f * (h // 2) * (w // 2)
+
+
+def _a14b(name, cfg, dtype, width, height, frames, steps, vae_size, **kw) -> Case:
+    d = KIND_DEFAULTS[ModelKind.T2V]
+    return Case(
+        name=name, kind=ModelKind.T2V,
+        high=DiTSpec(f"{cfg.dim}_t2v_high", cfg, dtype, seed=1), low=DiTSpec(f"{cfg.dim}_t2v_low", cfg, dtype, seed=2),
+        vae=("wan2.1", vae_size), width=width, height=height, frames=frames, steps=steps,
+        cfg_high=d.cfg_high, cfg_low=d.cfg_low, shift=d.shift, boundary=d.boundary, **kw,
+    )
+
+
+def _ti2v(name, cfg, dtype, width, height, frames, steps, **kw) -> Case:
+    d = KIND_DEFAULTS[ModelKind.TI2V]
+    return Case(
+        name=name, kind=ModelKind.TI2V, high=DiTSpec(f"{cfg.dim}_ti2v", cfg, dtype, seed=3), low=None,
+        vae=("wan2.2", "real"), width=width, height=height, frames=frames, steps=steps,
+        cfg_high=d.cfg_high, cfg_low=d.cfg_high, shift=d.shift, boundary=None, **kw,
+    )
+
+
+def _tiny_a14b_config(dim: int, layers: int, ffn: int):
+    # dim a multiple of 128 and text_dim 4096: what native ComfyUI's Wan model accepts.
+    return dit_factory.tiny_config("t2v", dim=dim, num_layers=layers, ffn_dim=ffn, text_dim=4096)
+
+
+def smoke_cases() -> list[Case]:
+    """CI: seconds. A tiny A14B pair on a 64x64x5 clip, 4 steps (switch after step 2)."""
+    cfg = _tiny_a14b_config(256, 2, 256)
+    return [_a14b("a14b-tiny-smoke", cfg, torch.bfloat16, 64, 64, 5, 4, "tiny", pack_only=())]
+
+
+def cpu_cases() -> list[Case]:
+    tiny = _tiny_a14b_config(512, 4, 1536)
+    return [
+        _a14b("a14b-tiny", tiny, torch.bfloat16, 256, 256, 17, 8, "tiny"),
+        # The real 5B DiT (5.0 B parameters, 10 GB of bf16) at 32 tokens. Both servers get
+        # --bf16-unet: native ComfyUI would otherwise upcast it to 20 GB of fp32 on a CPU, which
+        # this 24 GB machine cannot hold next to anything else; the pack keeps the file's bf16.
+        _ti2v("ti2v-5b-real", dit_factory.real_config("ti2v"), torch.bfloat16, 128, 128, 5, 3,
+              server_args=("--bf16-unet",), pack_only=(),
+              notes="real TI2V-5B DiT (bf16) and real Wan2.2 VAE, 32 tokens"),
+    ]
+
+
+def gpu_cases() -> list[Case]:
+    """The issue's GPU suite: real-size random weights, bf16 and fp8, full GPU and a 24 GB cap."""
+    a14b = dit_factory.real_config("t2v")
+    ti2v = dit_factory.real_config("ti2v")
+    cases = []
+    for dtype, tag in ((torch.bfloat16, "bf16"), (FP8, "fp8")):
+        for width, height in ((832, 480), (1280, 720)):
+            base = _a14b(f"a14b-{width}x{height}x81-{tag}", a14b, dtype, width, height, 81, 40, "real")
+            cases += [base, replace(base, name=base.name + "-24gb", vram_cap_gb=24.0, pack_only=())]
+        base = _ti2v(f"ti2v-5b-1280x704x121-{tag}", ti2v, dtype, 1280, 704, 121, 50)
+        cases += [base, replace(base, name=base.name + "-24gb", vram_cap_gb=24.0, pack_only=())]
+    return cases
+
+
+SUITES = {"smoke": smoke_cases, "cpu": cpu_cases, "gpu": gpu_cases}
+
+
+def select(suite: str, parts: str | None, steps: int | None = None, size: str | None = None) -> list[Case]:
+    """The suite's cases whose name contains any of the comma-separated `parts`; `steps` and
+    `size` (WxHxF) override every selected case."""
+    cases = SUITES[suite]()
+    if parts:
+        wanted = [p.strip() for p in parts.split(",") if p.strip()]
+        cases = [c for c in cases if any(w in c.name for w in wanted)]
+    if steps:
+        cases = [replace(c, steps=steps) for c in cases]
+    if size:
+        w, h, f = (int(v) for v in size.lower().split("x"))
+        cases = [replace(c, width=w, height=h, frames=f) for c in cases]
+    return cases

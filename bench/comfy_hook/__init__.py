@@ -1,0 +1,125 @@
+"""A custom node folder that only benchmark servers load (linked into their custom_nodes).
+
+BenchConditioning gives both graphs of a case the same umT5-shaped CONDITIONING (random token
+embeddings 4096 wide, zero rows up to 512, as a text encoder gives): the pack's umT5 loader only
+takes a 4096-wide encoder with umT5-XXL's whole 256k vocabulary (2 GB), too heavy for a smoke run.
+GET /wan22_bench/switch_step computes, with ComfyUI's own scheduler, the step where a sampler
+with this boundary leaves the high-noise expert, so native's two KSamplerAdvanced split there.
+
+It caps device memory when WAN22_BENCH_VRAM_CAP_GB is set, to stand for a smaller card: a hard
+cap through torch.cuda.set_per_process_memory_fraction, and the same budget told to ComfyUI's
+model management (its reserve), so that it offloads as it would on that card instead of
+planning with the whole GPU. GET /wan22_bench/peaks reports the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+CAP_ENV = "WAN22_BENCH_VRAM_CAP_GB"
+TEXT_LEN, TEXT_DIM = 512, 4096
+
+
+class BenchConditioning:
+    CATEGORY = "wan22_bench"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                             "tokens": ("INT", {"default": 24, "min": 1, "max": TEXT_LEN})}}
+
+    def make(self, seed, tokens):
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+
+        def cond():
+            x = torch.zeros(1, TEXT_LEN, TEXT_DIM)
+            x[:, :tokens] = 0.2 * torch.randn(1, tokens, TEXT_DIM, generator=gen)
+            return [[x, {"pooled_output": None}]]
+
+        return (cond(), cond())
+
+
+NODE_CLASS_MAPPINGS = {"BenchConditioning": BenchConditioning}
+
+
+def _cap_device_memory() -> None:
+    cap_gb = os.environ.get(CAP_ENV)
+    if not cap_gb:
+        return
+    import comfy.model_management as mm
+    import torch
+
+    if not torch.cuda.is_available():
+        logging.warning("[wan22 bench] %s=%s ignored: no CUDA device", CAP_ENV, cap_gb)
+        return
+    cap = float(cap_gb) * 2**30
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), 0)
+    # ComfyUI plans with total - reserve; keep its usual 400 MB margin inside the cap.
+    mm.EXTRA_RESERVED_VRAM = max(0, int(total - cap)) + 400 * 2**20
+    logging.info("[wan22 bench] device memory capped to %.1f GB of %.1f GB", cap / 2**30, total / 2**30)
+
+
+def _status_bytes(name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _register_routes() -> None:
+    try:
+        from aiohttp import web
+        from server import PromptServer
+    except ImportError:
+        return
+    if getattr(PromptServer, "instance", None) is None:
+        return
+
+    @PromptServer.instance.routes.get("/wan22_bench/switch_step")
+    async def switch_step(request):
+        import comfy.model_sampling
+        import comfy.samplers
+
+        q = request.rel_url.query
+        sampling = comfy.model_sampling.ModelSamplingDiscreteFlow(model_config=None)
+        sampling.set_parameters(shift=float(q["shift"]), multiplier=1000)
+        sigmas = comfy.samplers.calculate_sigmas(sampling, q["scheduler"], int(q["steps"])).cpu().double()
+        # The high-noise expert runs while t = sigma * 1000 >= boundary * 1000.
+        high = sigmas[:-1] * 1000 >= float(q["boundary"]) * 1000
+        return web.json_response({"switch_step": int(high.sum()), "sigmas": sigmas.tolist()})
+
+    @PromptServer.instance.routes.get("/wan22_bench/reset_peak")
+    async def reset_peak(request):
+        # Linux: writing 5 to clear_refs resets this process's VmHWM to its current RSS.
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        out = {"host_rss_bytes": _status_bytes("VmRSS")}
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(0)
+        return web.json_response(out)
+
+    @PromptServer.instance.routes.get("/wan22_bench/peaks")
+    async def peaks(request):
+        import torch
+
+        out = {"host_peak_rss_bytes": _status_bytes("VmHWM"), "device": "cpu",
+               "device_peak_allocated_bytes": None, "device_peak_reserved_bytes": None}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out.update(device=torch.cuda.get_device_name(0),
+                       device_peak_allocated_bytes=torch.cuda.max_memory_allocated(0),
+                       device_peak_reserved_bytes=torch.cuda.max_memory_reserved(0))
+        return web.json_response(out)
+
+
+_cap_device_memory()
+_register_routes()

@@ -29,15 +29,23 @@ def _outputs(samples: list, image: list, prefix: str) -> dict:
     }
 
 
-def pack_graph(case: Case, files: dict, sampler: str, scheduler: str) -> dict:
+PACK_VAE_NODES = ("Wan22VAELoader", "Wan22VideoLatent", "Wan22VAEDecode")
+
+
+def pack_graph(case: Case, files: dict, sampler: str, scheduler: str, native_vae: bool = False) -> dict:
+    """`native_vae`: native VAELoader, latent and VAEDecode around the pack's loader and sampler
+    (for a ComfyUI where the pack's VAE nodes are missing; the row says so)."""
     g = _text(case)
     g["model"] = {"class_type": "Wan22ModelLoader",
                   "inputs": {"model": files["high"], "low_noise_model": files.get("low") or "none",
                              "weight_dtype": "default"}}
-    g["vae"] = {"class_type": "Wan22VAELoader", "inputs": {"vae_name": files["vae"]}}
-    g["latent"] = {"class_type": "Wan22VideoLatent",
-                   "inputs": {"vae": ["vae", 0], "width": case.width, "height": case.height,
-                              "length": case.frames, "batch_size": 1}}
+    if native_vae:
+        _native_vae_and_latent(g, case, files)
+    else:
+        g["vae"] = {"class_type": "Wan22VAELoader", "inputs": {"vae_name": files["vae"]}}
+        g["latent"] = {"class_type": "Wan22VideoLatent",
+                       "inputs": {"vae": ["vae", 0], "width": case.width, "height": case.height,
+                                  "length": case.frames, "batch_size": 1}}
     g["sampler"] = {"class_type": "Wan22Sampler", "inputs": {
         "model": ["model", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent": ["latent", 0],
         "seed": case.seed, "steps": case.steps, "use_release_defaults": False, "cfg": case.cfg_high,
@@ -45,9 +53,20 @@ def pack_graph(case: Case, files: dict, sampler: str, scheduler: str) -> dict:
         # The 5B model has no switch; the input still needs a valid value.
         "boundary": case.boundary if case.boundary is not None else 0.875,
         "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0}}
-    g["decode"] = {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["vae", 0], "samples": ["sampler", 0]}}
+    g["decode"] = ({"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}}
+                   if native_vae else
+                   {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["vae", 0], "samples": ["sampler", 0]}})
     g.update(_outputs(["sampler", 0], ["decode", 0], "bench/pack"))
     return g
+
+
+def _native_vae_and_latent(g: dict, case: Case, files: dict) -> None:
+    g["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}}
+    size = {"width": case.width, "height": case.height, "length": case.frames, "batch_size": 1}
+    if case.low is None:  # the 5B model's 48-channel latent
+        g["latent"] = {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": ["vae", 0], **size}}
+    else:
+        g["latent"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": size}
 
 
 def _native_model(g: dict, name: str, spec_file: str, shift: float) -> list:
@@ -68,15 +87,12 @@ def _ksampler(model: list, latent: list, case: Case, cfg: float, start: int, end
 def native_graph(case: Case, files: dict, switch_step: int | None) -> dict:
     """`switch_step`: the first low-noise step, as the pack's boundary gives it (None for 5B)."""
     g = _text(case)
-    g["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}}
-    size = {"width": case.width, "height": case.height, "length": case.frames, "batch_size": 1}
+    _native_vae_and_latent(g, case, files)
     if case.low is None:
-        g["latent"] = {"class_type": "Wan22ImageToVideoLatent", "inputs": {"vae": ["vae", 0], **size}}
         model = _native_model(g, "high", files["high"], case.shift)
         g["sampler"] = _ksampler(model, ["latent", 0], case, case.cfg_high, 0, LAST_STEP, True, False)
         final = ["sampler", 0]
     else:
-        g["latent"] = {"class_type": "EmptyHunyuanLatentVideo", "inputs": size}
         high = _native_model(g, "high", files["high"], case.shift)
         low = _native_model(g, "low", files["low"], case.shift)
         k = switch_step

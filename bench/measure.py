@@ -51,6 +51,7 @@ class GraphRun:
     device_name: str | None = None
     latent_path: str | None = None
     reported: dict = field(default_factory=dict)  # the pack sampler's own summary
+    notes: str = ""
 
     @property
     def step_median(self) -> float | None:

@@ -58,7 +58,7 @@ def ratio_table(results: list[CaseResult]) -> str:
             "final latents max abs diff (native std) |")
     rows = [head, "|" + "|".join("---" for _ in range(8)) + "|"]
     for res in results:
-        p, n = res.run("pack"), res.run("native")
+        p, n = res.pack(), res.run("native")
         if not (p and n and p.ok and n.ok):
             rows.append(f"| {res.case.name} | both graphs did not run |" + " |" * 6)
             continue

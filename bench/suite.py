@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .cases import Case
-from .graphs import complete_inputs, missing_nodes, model_files, native_graph, pack_graph
+from .graphs import PACK_VAE_NODES, complete_inputs, missing_nodes, model_files, native_graph, pack_graph
 from .measure import BenchServer, GraphRun, read_latent
 from .models import ModelCache
 
@@ -29,6 +29,11 @@ class CaseResult:
 
     def run(self, label: str) -> GraphRun | None:
         return next((r for r in self.runs if r.label == label), None)
+
+    def pack(self) -> GraphRun | None:
+        """The pack's row on native's sampler and scheduler (the one compared with native)."""
+        return next((r for r in self.runs if r.label.startswith("pack") and r.sampler == self.case.sampler
+                     and r.scheduler == self.case.scheduler), None)
 
     def to_json(self) -> dict:
         case = asdict(self.case)
@@ -73,7 +78,14 @@ def _run_row(case, files, label, sampler, scheduler, server: BenchServer, result
     if case.low is not None and result.switch_step is None:
         result.switch_step = server.switch_step(case.steps, case.shift, case.boundary, case.scheduler)
     native = label == "native"
-    graph = native_graph(case, files, result.switch_step) if native else pack_graph(case, files, sampler, scheduler)
+    if native:
+        graph = native_graph(case, files, result.switch_step)
+    else:
+        native_vae = any(n not in server.object_info for n in PACK_VAE_NODES)
+        graph = pack_graph(case, files, sampler, scheduler, native_vae=native_vae)
+        if native_vae:
+            run.label = label = label + " (native VAE nodes)"
+            run.notes = "the pack's VAE nodes are not in this ComfyUI: its graph used native VAELoader/VAEDecode"
     missing = missing_nodes(graph, server.object_info)
     if missing:
         run.error = f"not run: this ComfyUI has no {', '.join(missing)} (not landed yet)"
@@ -89,7 +101,7 @@ def _run_row(case, files, label, sampler, scheduler, server: BenchServer, result
         run.switch_step = run.reported.get("switch_step", result.switch_step if native else None)
         if not same_grid and case.low is not None:
             _take_out_switch_gap(run)
-        if label == "pack" and case.low is not None and run.switch_step != result.switch_step:
+        if label.startswith("pack") and same_grid and case.low is not None and run.switch_step != result.switch_step:
             log.warning("[bench] %s: the pack switched after step %s, native is split at %s", case.name,
                         run.switch_step, result.switch_step)
     log.info("[bench] %s: %s -> %s", case.name, label, "ok" if run.ok else run.error)
@@ -107,7 +119,7 @@ def _take_out_switch_gap(run: GraphRun) -> None:
 
 
 def _compare_latents(result: CaseResult) -> None:
-    pack, native = result.run("pack"), result.run("native")
+    pack, native = result.pack(), result.run("native")
     if not (pack and native and pack.latent_path and native.latent_path):
         return
     a, b = read_latent(pack.latent_path), read_latent(native.latent_path)

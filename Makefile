@@ -7,9 +7,9 @@ COMFY := .comfyui
 PACK_LINK := $(COMFY)/custom_nodes/comfyui-wan22
 PYTEST_ARGS ?=
 
-.PHONY: dev test test-unit test-server lint demo bench run clean-dev
+.PHONY: dev browser test test-unit test-server lint demo bench run clean-dev
 
-dev: $(VENV)/.stamp-dev $(COMFY)/.stamp $(PACK_LINK)
+dev: $(VENV)/.stamp-dev $(COMFY)/.stamp $(PACK_LINK) browser
 
 $(VENV)/.stamp-torch: constraints.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(COMFY)/.stamp: $(VENV)/.stamp-torch scripts/install_comfyui.sh constraints.txt
 $(VENV)/.stamp-dev: $(COMFY)/.stamp requirements.txt requirements-dev.txt constraints.txt
 	$(VPY) -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives it; its own browser download cannot be
+# fetched here). The script returns at once when /usr/bin/chromium is there.
+browser:
+	bash scripts/install_browser.sh
 
 # The pack is linked, not copied, so edits show up on the next server start.
 $(PACK_LINK): $(COMFY)/.stamp

@@ -11,8 +11,8 @@ scripts/install_browser.sh): Playwright's own browser download cannot be fetched
     page.problems()                              # console errors and page errors so far
     page.close(); browser.stop()
 
-Every page gets fresh browser storage (its own context), so nothing a test leaves in the UI's local
-storage reaches the next one.
+Every page gets fresh browser storage (its own context). Opening the app costs seconds (the frontend
+loads and sets up), so tests may share one page and call `page.reset()` between them.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class ComfyPage:
         self.evaluate("async (graph) => { await window.app.loadGraphData(graph); }", workflow)
         missing = self.wait_for("() => window.__wan22Probe.missing")
         node_types = self.evaluate("() => window.app.graph.nodes.map((n) => n.type)")
-        return LoadReport(missing_node_types=missing, dialogs=self.evaluate(_OPEN_DIALOGS), node_types=node_types)
+        return LoadReport(missing_node_types=missing, dialogs=self.dialogs(), node_types=node_types)
 
     def clear_graph(self) -> None:
         """An empty canvas (the UI opens on ComfyUI's default graph)."""
@@ -185,6 +185,25 @@ class ComfyPage:
         path = SCREENSHOT_DIR / f"{name}.png"
         self.page.screenshot(path=str(path))
         return path
+
+    def dialogs(self) -> list[str]:
+        """The text of each dialog open now."""
+        return self.evaluate(_OPEN_DIALOGS)
+
+    def close_dialogs(self) -> None:
+        for _ in range(5):
+            if not self.dialogs():
+                return
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(200)  # the dialog's closing animation
+        raise AssertionError(f"dialogs stay open after Escape: {self.dialogs()}")
+
+    def reset(self) -> None:
+        """Ready for the next test on the same tab: dialogs closed, empty graph, problems forgotten."""
+        self.close_dialogs()
+        self.clear_graph()
+        self.console_errors.clear()
+        self.page_errors.clear()
 
     def problems(self) -> list[str]:
         """Console errors and uncaught page errors seen so far."""

@@ -19,9 +19,16 @@ def chromium():
     session.stop()
 
 
-@pytest.fixture
-def comfy_page(chromium, comfy_server):
-    """The real ComfyUI frontend, served by the session's server, ready in a fresh tab."""
+@pytest.fixture(scope="session")
+def comfy_app(chromium, comfy_server):
+    """One tab on the real ComfyUI frontend served by the session's server (opening one costs seconds)."""
     page = chromium.open_app(comfy_server)
     yield page
     page.close()
+
+
+@pytest.fixture
+def comfy_page(comfy_app):
+    """The shared tab, reset for this test: no dialog, an empty graph, no console errors yet."""
+    comfy_app.reset()
+    return comfy_app

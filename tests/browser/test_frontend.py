@@ -225,3 +225,28 @@ def test_the_combine_nodes_video_plays_inline(comfy_page):
     page.screenshot("combine_gif_animated")
     assert gif["filename"].endswith(".gif") and gif["width"] == 64
     assert not our_problems(page), our_problems(page)
+
+
+def test_a_saved_workflow_loads_back_with_its_plot_and_missing_nodes_are_reported(comfy_page):
+    page = comfy_page
+    node_id = add_sampler(page, use_release_defaults=False, steps=33, shift=12.0, boundary=0.875)
+    wait_plot(page, node_id, state="plot", steps=33)
+    saved = page.evaluate("() => window.app.graph.serialize()")
+
+    # The plot is not a saved widget value: the workflow's widgets_values line up with the inputs.
+    report = page.load_workflow(saved)
+    assert report.missing_node_types == [] and report.node_types == ["Wan22Sampler"], report
+    node_id = page.evaluate("() => window.app.graph.nodes[0].id")
+    values = page.evaluate("(id) => Object.fromEntries(window.app.graph.getNodeById(id).widgets"
+                           ".filter((w) => w.serialize !== false).map((w) => [w.name, w.value]))", node_id)
+    assert (values["steps"], values["shift"], values["use_release_defaults"]) == (33, 12, False)
+    plot = wait_plot(page, node_id, state="plot", steps=33)
+    assert plot["switch_step"] == wan_schedule(33, 12.0).switch_step(0.875)
+
+    saved["nodes"][0]["type"] = "NoSuchWan22Node"
+    report = page.load_workflow(saved)
+    assert report.missing_node_types == ["NoSuchWan22Node"]
+    assert any("NoSuchWan22Node" in d for d in report.dialogs), report.dialogs
+    page.screenshot("missing_node_dialog")
+    page.reset()  # what the next test on this tab starts from
+    assert page.dialogs() == [] and page.evaluate("() => window.app.graph.nodes.length") == 0

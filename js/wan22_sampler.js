@@ -184,7 +184,10 @@ class SchedulePlot {
     const n = summary.steps;
     let text = `finished: ${n} steps on ${KIND_NAMES[summary.kind] ?? summary.kind}`;
     if (summary.boundary !== null && summary.boundary !== undefined && n > 0) {
-      text += `, ${EXPERT_LABEL.high} 1-${k}, ${EXPERT_LABEL.low} ${k + 1}-${n}`;
+      const parts = [];
+      if (k > 0) parts.push(`${EXPERT_LABEL.high} 1-${k}`);
+      if (k < n) parts.push(`${EXPERT_LABEL.low} ${k + 1}-${n}`);
+      text += `, ${parts.join(", ")}`;
       if (summary.switch_seconds) text += ` (switch ${summary.switch_seconds.toFixed(1)} s)`;
     }
     this.run = { state: "finished", step: n, total: n, text };

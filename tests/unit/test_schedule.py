@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference_pipeline import diffusers_unipc
 
 from tests import comfy_inprocess
 from wan_core.errors import WanUserError
@@ -27,22 +28,6 @@ from wan_core.schedule import (
     wan_sigmas,
     wan_timesteps,
 )
-
-
-def _diffusers_flow_unipc(steps: int, shift: float):
-    from diffusers import UniPCMultistepScheduler
-
-    scheduler = UniPCMultistepScheduler(
-        num_train_timesteps=1000,
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=shift,
-        solver_order=2,
-        solver_type="bh2",
-        lower_order_final=True,
-    )
-    scheduler.set_timesteps(sigmas=np.linspace(0.999, 0, steps + 1)[:-1])
-    return scheduler
 
 
 def test_t2v_default_schedule_switches_after_26_high_steps():
@@ -65,8 +50,8 @@ def test_i2v_default_schedule_switches_after_15_high_steps():
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 7, 20, 40, 50, 111, 121])
 @pytest.mark.parametrize("shift", [1.0, 3.0, 5.0, 7.5, 12.0, 16.0])
-def test_grid_is_bit_identical_to_diffusers_flow_unipc(steps, shift):
-    reference = _diffusers_flow_unipc(steps, shift)
+def test_grid_is_bit_identical_todiffusers_unipc(steps, shift):
+    reference = diffusers_unipc(steps, shift)
     schedule = wan_schedule(steps, shift)
     assert schedule.sigmas.dtype == torch.float32
     assert torch.equal(schedule.sigmas, reference.sigmas)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference_pipeline import diffusers_unipc
 
 from wan_core.schedule import wan_dpm_schedule, wan_schedule
 from wan_core.solvers import (
@@ -49,22 +50,6 @@ class VelocityModel:
 
 def _noise(seed: int = 1) -> torch.Tensor:
     return torch.randn(1, CHANNELS, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
-
-
-def _diffusers_unipc(steps: int, shift: float):
-    from diffusers import UniPCMultistepScheduler
-
-    scheduler = UniPCMultistepScheduler(
-        num_train_timesteps=1000,
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=shift,
-        solver_order=2,
-        solver_type="bh2",
-        lower_order_final=True,
-    )
-    scheduler.set_timesteps(sigmas=np.linspace(0.999, 0, steps + 1)[:-1])
-    return scheduler
 
 
 def _diffusers_dpm(steps: int, shift: float):
@@ -124,7 +109,7 @@ def _relative_error(ours, reference) -> float:
 def _unipc_parity(steps, shift, seed=0) -> tuple[float, float]:
     velocity, x = VelocityModel(seed), _noise(seed + 1)
     schedule = wan_schedule(steps, shift)
-    scheduler = _diffusers_unipc(steps, shift)
+    scheduler = diffusers_unipc(steps, shift)
     assert torch.equal(schedule.sigmas, scheduler.sigmas)
     assert torch.equal(schedule.timesteps, scheduler.timesteps)
     reference, reference_inputs = _run_diffusers(scheduler, velocity, x.clone())
@@ -167,7 +152,7 @@ def test_step_api_with_first_frame_reimposed_matches_diffusers():
         return latent
 
     x = reimpose(0, x)
-    reference, _ = _run_diffusers(_diffusers_unipc(steps, shift), velocity, x.clone(), reimpose)
+    reference, _ = _run_diffusers(diffusers_unipc(steps, shift), velocity, x.clone(), reimpose)
     schedule = wan_schedule(steps, shift)
     solver, ours = FlowUniPC(schedule.sigmas), x.clone()
     for i in range(steps):

@@ -214,3 +214,45 @@ def diffusers_model(cfg: DiTConfig, sd: dict):
     )
     model.load_state_dict({k: v.float() for k, v in to_diffusers_state_dict(sd).items()}, strict=True)
     return model.eval()
+
+
+def write_large_comfy_file(cfg: DiTConfig, path: Path, dtype: torch.dtype = torch.bfloat16,
+                           values: str = "uniform", seed: int = 0) -> Path:
+    """A ComfyUI single file of any size (real sizes for benchmarks), streamed to disk one tensor
+    at a time so writing it needs no more RAM than its largest tensor.
+
+    values "uniform": U(+-1/sqrt(fan_in)) weights, small biases/tables, unit-ish norm gains (a
+    model that runs sanely); "raw": random bytes, the fastest fill, for load and memory tests only.
+    """
+    import os
+    import struct
+
+    from wan_core.weights import SAFETENSORS_DTYPES
+
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    shapes = state_dict_shapes(cfg)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    header, offset = {}, 0
+    for key, shape in shapes.items():
+        nbytes = int(torch.Size(shape).numel()) * itemsize
+        header[key] = {"dtype": names[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # keep tensors 8-byte aligned
+    g = torch.Generator().manual_seed(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for key, shape in shapes.items():
+            if values == "raw":
+                f.write(os.urandom(int(torch.Size(shape).numel()) * itemsize))
+                continue
+            if key.endswith("modulation") or key.endswith("bias"):
+                t = torch.randn(shape, generator=g) * 0.05
+            elif ".norm" in key:
+                t = 1 + torch.randn(shape, generator=g) * 0.1
+            else:
+                t = (torch.rand(shape, generator=g) * 2 - 1) / int(torch.Size(shape[1:]).numel()) ** 0.5
+            f.write(t.to(dtype).contiguous().view(torch.uint8).numpy().tobytes())
+    return path

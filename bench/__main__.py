@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     results = []
     for case in cases:
         results.append(run_case(case, cache, out, timeout=args.timeout,
-                                shared_server=args.shared_server or args.suite == "smoke"))
+                                shared_server=args.shared_server or args.suite == "smoke",
+                                gpu=args.suite == "gpu"))
         (out / "results.json").write_text(json.dumps([r.to_json() for r in results], indent=1, default=str))
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     header = f"Suite {args.suite} on {machine()}\nCommand: `{command.strip()}`\n"

@@ -26,7 +26,7 @@ from .models import REPO
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from comfy_server import ComfyServer, PromptFailed  # noqa: E402
+from comfy_server import COMFYUI_DIR, PACK_DIR_NAME, START_TIMEOUT_S, ComfyServer, PromptFailed  # noqa: E402
 
 HOOK_DIR = Path(__file__).resolve().parent / "comfy_hook"
 CAP_ENV = "WAN22_BENCH_VRAM_CAP_GB"
@@ -128,13 +128,44 @@ def analyse_steps(run: GraphRun, timeline: Timeline, sampler_nodes: list[str], s
         run.total_seconds = timeline.executing[-1][0] - timeline.started
 
 
+class DeviceComfyServer(ComfyServer):
+    """The tests' server without `--cpu`: ComfyUI picks the GPU. (tests/comfy_server.py always
+    passes --cpu; a `cpu=False` option there would replace this class.)"""
+
+    def start(self) -> DeviceComfyServer:
+        import subprocess
+        import urllib.error
+
+        for sub in ("custom_nodes", "input", "output", "temp", "user"):
+            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        link = self.base_dir / "custom_nodes" / PACK_DIR_NAME
+        if not link.exists():
+            link.symlink_to(REPO, target_is_directory=True)
+        cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory",
+               str(self.base_dir), "--disable-auto-launch", *self.extra_args]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            try:
+                self.get_json("/system_stats", timeout=2)
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer within {START_TIMEOUT_S}s:\n{self.log_tail()}")
+
+
 class BenchServer:
     """A ComfyUI server on `base_dir` with the models folder linked to `models_dir` and the pack
     and the bench hook linked into custom_nodes. One per graph (peaks are then the graph's own),
     or one for several graphs, with the peaks reset before each (quicker; for the smoke run)."""
 
     def __init__(self, base_dir: Path, models_dir: Path, server_args: tuple[str, ...] = (),
-                 vram_cap_gb: float | None = None):
+                 vram_cap_gb: float | None = None, gpu: bool = False):
         base_dir.mkdir(parents=True, exist_ok=True)
         (base_dir / "custom_nodes").mkdir(exist_ok=True)
         for link, target in ((base_dir / "models", models_dir),
@@ -143,7 +174,8 @@ class BenchServer:
                 link.symlink_to(target.resolve(), target_is_directory=True)
         self.base_dir = base_dir
         self.vram_cap_gb = vram_cap_gb
-        self.server = ComfyServer(base_dir, extra_args=tuple(server_args))
+        server_class = DeviceComfyServer if gpu else ComfyServer
+        self.server = server_class(base_dir, extra_args=tuple(server_args))
         self.graphs_run = 0
         self.object_info: dict = {}
 

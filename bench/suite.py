@@ -50,7 +50,8 @@ def _slug(label: str) -> str:
     return label.replace(" ", "_").replace("/", "-")
 
 
-def run_case(case: Case, cache: ModelCache, out: Path, timeout: float = 7200, shared_server: bool = False) -> CaseResult:
+def run_case(case: Case, cache: ModelCache, out: Path, timeout: float = 7200, shared_server: bool = False,
+             gpu: bool = False) -> CaseResult:
     files = model_files(case, cache)
     result = CaseResult(case, shared_server=shared_server)
     workdir = out / "runs" / case.name
@@ -59,7 +60,7 @@ def run_case(case: Case, cache: ModelCache, out: Path, timeout: float = 7200, sh
 
     def server_for(label: str) -> BenchServer:
         return BenchServer(workdir / ("shared" if shared_server else _slug(label)), cache.models,
-                           case.server_args, case.vram_cap_gb)
+                           case.server_args, case.vram_cap_gb, gpu=gpu)
 
     with contextlib.ExitStack() as stack:
         shared = stack.enter_context(server_for("shared")) if shared_server else None

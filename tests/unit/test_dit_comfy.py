@@ -116,3 +116,21 @@ def test_weight_dtype_choice_in_comfy(tmp_path, bridge):
     with torch.no_grad():
         out = patcher.model.diffusion_model(x, torch.tensor([10.0]), context=ctx)
     assert torch.isfinite(out).all()
+
+
+def test_diffusion_model_wrappers_see_our_dit(tmp_path, bridge):
+    import comfy.patcher_extension as pe
+
+    cfg = CFG["t2v"]
+    patcher = bridge.load_expert(write_comfy_file(random_state_dict(cfg), tmp_path / "m.safetensors"))
+    seen = []
+
+    def wrapper(executor, x, *args, **kwargs):
+        seen.append(type(executor.class_obj).__name__)
+        return executor(x, *args, **kwargs) * 0  # proves the wrapper's result is what comes out
+
+    options = {"wrappers": {pe.WrappersMP.DIFFUSION_MODEL: {"test": [wrapper]}}}
+    x, ctx = random_inputs(cfg, frames=1, height=2, width=2)
+    with torch.no_grad():
+        out = patcher.model.diffusion_model(x, torch.tensor([10.0]), context=ctx, transformer_options=options)
+    assert seen == ["ComfyWanDiT"] and not out.any()

@@ -19,6 +19,7 @@ import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.ops
+import comfy.patcher_extension
 import comfy.supported_models
 import torch
 
@@ -37,12 +38,26 @@ _COMFY_CONFIGS = {
 }
 
 
+class ComfyWanDiT(WanDiT):
+    """WanDiT whose forward runs through ComfyUI's diffusion-model wrappers (as ComfyUI's own
+    WanModel does), so extensions that wrap the diffusion model see ours too."""
+
+    def forward(self, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options=None, **kwargs):
+        transformer_options = transformer_options or {}
+        wrappers = comfy.patcher_extension.get_all_wrappers(
+            comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, transformer_options
+        )
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(super().forward, self, wrappers).execute(
+            x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs
+        )
+
+
 def _dit_factory(ckpt: DiTCheckpoint):
     """What BaseModel calls as `unet_model(**unet_config, device=..., operations=...)`: our DiT,
     built on the meta device (the weights are assigned from the file afterwards)."""
 
     def build(dtype=None, operations=None, **_unet_config):
-        return WanDiT(ckpt.config, ops=operations, device="meta", dtype=dtype)
+        return ComfyWanDiT(ckpt.config, ops=operations, device="meta", dtype=dtype)
 
     return build
 

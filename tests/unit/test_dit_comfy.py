@@ -134,3 +134,25 @@ def test_diffusion_model_wrappers_see_our_dit(tmp_path, bridge):
     with torch.no_grad():
         out = patcher.model.diffusion_model(x, torch.tensor([10.0]), context=ctx, transformer_options=options)
     assert seen == ["ComfyWanDiT"] and not out.any()
+
+
+def test_ti2v_native_sampling_with_a_first_frame_mask(tmp_path, bridge):
+    """ComfyUI's WAN22 turns a noise mask into per-latent-frame timesteps; frame 0 (mask 0) stays."""
+    import comfy.sample
+
+    cfg = CFG["ti2v"]
+    patcher = bridge.load_expert(write_comfy_file(random_state_dict(cfg, seed=2), tmp_path / "m.safetensors"))
+    ctx = F.pad(random_inputs(cfg)[1], (0, 0, 0, 500))
+    g = torch.Generator().manual_seed(3)
+    latent = torch.randn(1, 48, 3, 4, 4, generator=g)
+    mask = torch.ones(1, 1, 3, 4, 4)
+    mask[:, :, 0] = 0  # frame 0 is the given image
+    timesteps = []
+    patcher.model.diffusion_model.register_forward_pre_hook(lambda mod, args: timesteps.append(args[1].clone()))
+    noise = comfy.sample.prepare_noise(latent, 1)
+    out = comfy.sample.sample(patcher, noise, 2, 1.0, "euler", "simple", [[ctx, {}]], [[ctx, {}]], latent,
+                              noise_mask=mask, disable_pbar=True, seed=1)
+    assert timesteps[0].shape == (1, 3)  # one t per latent frame (cfg 1: no uncond pass)
+    assert (timesteps[0][:, 0] == 0).all() and (timesteps[0][:, 1:] > 900).all()
+    assert torch.allclose(out[:, :, 0], latent[:, :, 0], atol=1e-5)  # the latent format round trip
+    assert torch.isfinite(out).all() and not torch.allclose(out[:, :, 1:], latent[:, :, 1:])

@@ -33,18 +33,10 @@ from .config import KIND_DEFAULTS, ModelKind, kind_from_channels
 from .dit import DiTConfig, WanDiT
 from .errors import WanUserError
 from .layers import TorchOps
-from .weights import open_state_dict, tensor_shape
+from .weights import WEIGHT_DTYPES, RenamedStateDict, open_state_dict, tensor_shape
 
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 SCALED_FP8_MARKER = "scaled_fp8"
-WEIGHT_DTYPES = {
-    "default": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": torch.float32,
-    "fp8_e4m3fn": torch.float8_e4m3fn,
-    "fp8_e5m2": torch.float8_e5m2,
-}
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 DTYPE_NAMES = {
     torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
@@ -109,26 +101,6 @@ def official_to_diffusers_key(key: str) -> str:
 
 def diffusers_to_official_key(key: str) -> str:
     return _rename(key, _DIFFUSERS_TO_OFFICIAL)
-
-
-class RenamedStateDict(Mapping):
-    """A lazy view of a state dict under other key names (official name -> source name)."""
-
-    def __init__(self, source: Mapping, names: dict[str, str]):
-        self.source = source
-        self.names = names
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.source[self.names[key]]
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tensor_shape(self.source, self.names[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 # ---------------------------------------------------------------------------------------------

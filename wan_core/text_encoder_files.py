@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from .errors import WanUserError
 from .layers import TorchOps
 from .tokenizer import TOKENIZER_MODEL_NAMES, UMT5Tokenizer
 from .umt5 import UMT5Config, UMT5Encoder, config_from_state_dict
-from .weights import open_state_dict, tensor_shape
+from .weights import RenamedStateDict, open_state_dict, tensor_shape
 
 log = logging.getLogger(__name__)
 
@@ -50,30 +50,6 @@ _HF_TOP_NAMES = {
     "encoder.final_layer_norm.weight": "norm.weight",
 }
 _LINEAR_NAMES = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate.0", "ffn.fc1", "ffn.fc2")
-
-
-class RenamedStateDict(Mapping):
-    """A lazy view of a state dict under canonical names: canonical key -> source key."""
-
-    def __init__(self, source: Mapping[str, torch.Tensor], names: dict[str, str], fmt: str):
-        self.source = source
-        self.names = names
-        self.format = fmt
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        return self.source[self.names[key]]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.names
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tensor_shape(self.source, self.names[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 def _hf_prefix(keys: list[str]) -> str | None:

@@ -41,6 +41,15 @@ SAFETENSORS_DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+# The storage dtypes a loader node offers ("default": what the file holds, or what ComfyUI picks).
+WEIGHT_DTYPES = {
+    "default": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": torch.float32,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # A header larger than this is not a safetensors header but a different or damaged file.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -177,6 +186,31 @@ class ShardedStateDict(Mapping):
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+class RenamedStateDict(Mapping):
+    """A lazy view of a state dict under other key names (new name -> source name), so a
+    checkpoint in another layout is read under the pack's names without copying anything."""
+
+    def __init__(self, source: Mapping[str, torch.Tensor], names: dict[str, str], fmt: str = ""):
+        self.source = source
+        self.names = names
+        self.format = fmt  # what the source layout was, for messages
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.source[self.names[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.names
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tensor_shape(self.source, self.names[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def weight_files_in_folder(folder: Path) -> list[Path]:

@@ -21,17 +21,13 @@ import comfy.ops
 import torch
 
 from ..text_encoder_files import inspect_text_encoder, load_text_encoder
+from ..weights import WEIGHT_DTYPES as ALL_WEIGHT_DTYPES
 from .experts import unload
 
 log = logging.getLogger("ComfyUI-Wan22")
 
-WEIGHT_DTYPES = {
-    "default": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": torch.float32,
-    "fp8_e4m3fn": torch.float8_e4m3fn,
-}
+# umT5 is offered in e4m3fn only, the fp8 format its released ComfyUI file uses.
+WEIGHT_DTYPES = {name: dtype for name, dtype in ALL_WEIGHT_DTYPES.items() if name != "fp8_e5m2"}
 CACHE_SIZE = 16
 
 

@@ -12,6 +12,7 @@ this module only chooses sizes, seeds and formats and writes the files where Com
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,25 +66,42 @@ def _dit_format(name: str) -> dict:
     return {}
 
 
+def _replace_atomically(path: Path, write) -> Path:
+    """write(temporary path) then rename over `path`: a server that has the old file memory-mapped
+    keeps reading the old bytes instead of crashing on a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")  # not a model extension: ComfyUI does not list it
+    write(partial)
+    os.replace(partial, path)
+    return path
+
+
 def write_dit(path: Path, kind: ModelKind, seed: int) -> Path:
     cfg = dit_factory.tiny_config(kind)
-    return dit_factory.write_comfy_file(dit_factory.random_state_dict(cfg, seed=seed), path, **_dit_format(path.name))
+    sd = dit_factory.random_state_dict(cfg, seed=seed)
+    return _replace_atomically(path, lambda p: dit_factory.write_comfy_file(sd, p, **_dit_format(path.name)))
+
+
+def write_vae(path: Path, vae_kind: str) -> Path:
+    return _replace_atomically(path, lambda p: vae_factory.write_vae(p, vae_kind, "comfy", "tiny", seed=0))
+
+
+def write_text_encoder(path: Path) -> Path:
+    """A tiny umT5 in ComfyUI's umt5 safetensors layout, tokenizer embedded (scaled fp8 if so named)."""
+    model = text_factory.reference_model(seed=0)
+    fp8 = "fp8" in path.name
+    return _replace_atomically(path, lambda p: text_factory.write_comfy_safetensors(p, model, fp8_scaled=fp8))
 
 
 def write_models(models_root: Path, kind: ModelKind, names: ModelNames, seed: int = 0) -> dict[str, Path]:
-    """Writes the random models a `kind` graph needs under ComfyUI's models/ layout; returns the paths."""
+    """Writes the random models a `kind` graph needs under ComfyUI's models/ layout; returns the paths.
+
+    The experts get seeds `seed` and `seed + 1`; the VAE and umT5 are the same for every kind (files
+    shared by several templates stay identical)."""
     models_root = Path(models_root)
     paths = {"high": write_dit(models_root / "diffusion_models" / names.high, kind, seed)}
     if names.low:
         paths["low"] = write_dit(models_root / "diffusion_models" / names.low, kind, seed + 1)
-    vae_kind = KIND_DEFAULTS[kind].vae_kind
-    paths["vae"] = vae_factory.write_vae(models_root / "vae" / names.vae, vae_kind, "comfy", "tiny", seed=seed)
-    paths["text_encoder"] = write_text_encoder(models_root / "text_encoders" / names.text_encoder, seed)
+    paths["vae"] = write_vae(models_root / "vae" / names.vae, KIND_DEFAULTS[kind].vae_kind)
+    paths["text_encoder"] = write_text_encoder(models_root / "text_encoders" / names.text_encoder)
     return paths
-
-
-def write_text_encoder(path: Path, seed: int = 0) -> Path:
-    """A tiny umT5 in ComfyUI's umt5 safetensors layout, tokenizer embedded (scaled fp8 if so named)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = text_factory.reference_model(seed=seed)
-    return text_factory.write_comfy_safetensors(path, model, fp8_scaled="fp8" in path.name)

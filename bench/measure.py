@@ -74,6 +74,7 @@ class Timeline:
 
     def __init__(self):
         self.started = time.perf_counter()
+        self.prompt_id: str | None = None
         self.executing: list[tuple[float, str | None]] = []
         self.ticks: dict[str, list[float]] = {}
         self.events: list[tuple[float, dict]] = []
@@ -81,6 +82,7 @@ class Timeline:
     def __call__(self, msg: dict) -> None:
         now = time.perf_counter()
         kind, data = msg.get("type"), msg.get("data", {})
+        self.prompt_id = data.get("prompt_id") or self.prompt_id
         if kind == "executing":
             self.executing.append((now, data.get("node")))
         elif kind in ("execution_success",):
@@ -211,6 +213,7 @@ class BenchServer:
             run.error = text.splitlines()[0][:300] if text else type(e).__name__
             return run
         run.peak_rss = proc_status_bytes(pid, "VmHWM")
+        history = self._settled(history, timeline.prompt_id)
         peaks = self.server.get_json("/wan22_bench/peaks")
         run.device_peak = peaks.get("device_peak_allocated_bytes")
         run.device_name = peaks.get("device")
@@ -223,6 +226,14 @@ class BenchServer:
             run.reported = summary[0]
         run.ok = True
         return run
+
+    def _settled(self, history: dict, prompt_id: str | None, wait_s: float = 30) -> dict:
+        """The server announces success before it stores the prompt's history: wait for it."""
+        deadline = time.monotonic() + wait_s
+        while prompt_id and not history.get("outputs") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            history = self.server.history(prompt_id)
+        return history
 
 
 def read_latent(path: str):

@@ -1,0 +1,286 @@
+"""Memory-bounded encode and decode: causal time chunks x overlapping spatial tiles.
+
+Decode is frame-major: each latent frame is decoded tile by tile (every tile keeps its own causal
+state) and the tiles are cross-faded into one chunk of pixel frames, which is yielded before the
+next latent frame starts. So peak memory is one tile's activations plus the causal states, not
+the video; on a GPU the idle tiles' states wait on the CPU. Encode is tile-major (the input
+video is in memory anyway) and keeps only one tile's state.
+
+Tiles are chosen from the free memory of the device when not given; an out-of-memory error
+restarts with tiles half as large instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+from .validation import check_latent, check_pixels
+
+if TYPE_CHECKING:
+    from .model import WanVAE
+
+log = logging.getLogger(__name__)
+
+# Smallest tile side, in latent cells: below this the overlap costs more than the tile.
+MIN_TILE_CELLS = 8
+# Share of the free memory a tile's working set may use (the rest: fragmentation, other users).
+MEMORY_SHARE = 0.5
+# Working-set elements per output pixel of one 4-frame decode chunk, per unit of the decoder's
+# full-resolution width. Measured on the real-size decoders (bench/vae_bench.py, CPU fp32) with
+# headroom: activations of the last stages plus the causal states.
+DECODE_ELEMS_PER_PIXEL_PER_WIDTH = 40
+ENCODE_ELEMS_PER_PIXEL_PER_WIDTH = 40
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def free_memory_of(device: torch.device) -> int:
+    """Bytes free on the device now (CUDA: driver free + cached; CPU: the kernel's MemAvailable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# --- tile geometry ---------------------------------------------------------------------------
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Overlapping [start, end) spans covering `length`; the last one is aligned to the end."""
+    if tile <= 0 or tile >= length:
+        return [(0, length)]
+    overlap = min(overlap, tile // 2)
+    step = tile - overlap
+    starts = list(range(0, length - tile, step)) + [length - tile]
+    return [(s, s + tile) for s in starts]
+
+
+def _axis_weights(spans: list[tuple[int, int]], scale: int) -> list[torch.Tensor]:
+    """Per span, weights along the axis (in output units): 1 inside, a linear ramp across each
+    overlap with a neighbour, so neighbours cross-fade."""
+    weights = []
+    for i, (start, end) in enumerate(spans):
+        w = torch.ones((end - start) * scale)
+        if i > 0:
+            n = (spans[i - 1][1] - start) * scale
+            if n > 0:
+                w[:n] = torch.arange(1, n + 1) / (n + 1)
+        if i + 1 < len(spans):
+            n = (end - spans[i + 1][0]) * scale
+            if n > 0:
+                w[-n:] = torch.minimum(w[-n:], torch.arange(n, 0, -1) / (n + 1))
+        weights.append(w)
+    return weights
+
+
+class TileGrid:
+    """The tiles of a latent plane [lh, lw] and their blend weights at `scale` output units per cell."""
+
+    def __init__(self, lh: int, lw: int, tile: int, overlap: int, scale: int):
+        self.rows = tile_spans(lh, tile, overlap)
+        self.cols = tile_spans(lw, tile, overlap)
+        self.scale = scale
+        row_w, col_w = _axis_weights(self.rows, scale), _axis_weights(self.cols, scale)
+        self.tiles = [(r, c) for r in range(len(self.rows)) for c in range(len(self.cols))]
+        self.weights = {(r, c): row_w[r][:, None] * col_w[c][None, :] for r, c in self.tiles}
+        total = torch.zeros(lh * scale, lw * scale)
+        for r, c in self.tiles:
+            total[self.out_slice(r, c)] += self.weights[(r, c)]
+        self.total = total
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def latent_slice(self, r: int, c: int) -> tuple[slice, slice]:
+        (y0, y1), (x0, x1) = self.rows[r], self.cols[c]
+        return slice(y0, y1), slice(x0, x1)
+
+    def out_slice(self, r: int, c: int) -> tuple[slice, slice]:
+        s = self.scale
+        (y0, y1), (x0, x1) = self.rows[r], self.cols[c]
+        return slice(y0 * s, y1 * s), slice(x0 * s, x1 * s)
+
+
+def _tile_cells(tile_px: int | None, stride: int) -> int:
+    return 0 if not tile_px else max(MIN_TILE_CELLS, tile_px // stride)
+
+
+def _overlap_cells(overlap_px: int | None, tile_cells: int, stride: int) -> int:
+    if overlap_px is None:
+        return max(1, tile_cells // 4)
+    return overlap_px // stride
+
+
+# --- memory budget ---------------------------------------------------------------------------
+def _full_res_width(vae: WanVAE) -> float:
+    """Decoder channels per output pixel at the last stage (Wan2.2 runs it at half resolution)."""
+    return vae.cfg.dec_dim / vae.cfg.kind.patch**2
+
+
+def decode_bytes_per_pixel(vae: WanVAE) -> float:
+    return DECODE_ELEMS_PER_PIXEL_PER_WIDTH * _full_res_width(vae) * vae.dtype.itemsize
+
+
+def auto_tile_cells(vae: WanVAE, lh: int, lw: int, free_memory: int, bytes_per_pixel: float) -> int:
+    """The largest square tile (latent cells) whose working set fits the budget; 0 = whole frame."""
+    budget = MEMORY_SHARE * free_memory
+    s = vae.stride[1]
+    if lh * lw * s * s * bytes_per_pixel <= budget:
+        return 0
+    side = int((budget / bytes_per_pixel) ** 0.5) // s
+    return max(MIN_TILE_CELLS, side)
+
+
+def _smaller(tile: int, lh: int, lw: int) -> int | None:
+    current = tile or max(lh, lw)
+    smaller = current // 2
+    return smaller if smaller >= MIN_TILE_CELLS else None
+
+
+# --- decode ----------------------------------------------------------------------------------
+def _decode_frames(vae: WanVAE, latent: torch.Tensor, grid: TileGrid) -> Iterator[torch.Tensor]:
+    device, dtype = vae.device, vae.dtype
+    b, _, frames, _, _ = latent.shape
+    states: dict = {t: {} for t in grid.tiles}
+    park = device.type != "cpu" and len(grid) > 1  # idle tiles' causal states wait on the CPU
+    for k in range(frames):
+        out = None
+        for r, c in grid.tiles:
+            ys, xs = grid.latent_slice(r, c)
+            z = latent[:, :, k : k + 1, ys, xs].to(device, dtype)
+            state = states[(r, c)]
+            px = vae.decode_chunk(z, state).float().cpu()
+            if park:
+                states[(r, c)] = {key: v.cpu() if torch.is_tensor(v) else v for key, v in state.items()}
+            if len(grid) == 1:
+                out = px
+                break
+            if out is None:
+                out = torch.zeros(b, px.shape[1], px.shape[2], *grid.total.shape)
+            oy, ox = grid.out_slice(r, c)
+            out[:, :, :, oy, ox] += px * grid.weights[(r, c)]
+            del px
+        if len(grid) > 1:
+            out /= grid.total
+        yield out
+
+
+def decode_video(
+    vae: WanVAE, latent: torch.Tensor, tile: int | None, overlap: int | None, free_memory: int | None
+) -> Iterator[torch.Tensor]:
+    check_latent(latent, vae.z_dim, vae.kind)
+    s = vae.stride[1]
+    lh, lw = latent.shape[3], latent.shape[4]
+    if tile is None:
+        free = free_memory if free_memory is not None else free_memory_of(vae.device)
+        cells = auto_tile_cells(vae, lh, lw, free, decode_bytes_per_pixel(vae))
+    else:
+        cells = _tile_cells(tile, s)
+    return _decode_with_retry(vae, latent, cells, overlap)
+
+
+def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
+    s = vae.stride[1]
+    lh, lw = latent.shape[3], latent.shape[4]
+    done = 0  # latent frames already handed out
+    while True:
+        grid = TileGrid(lh, lw, cells, _overlap_cells(overlap, cells, s), s)
+        failed = None
+        try:
+            with torch.no_grad():
+                for k, chunk in enumerate(_decode_frames(vae, latent, grid)):
+                    if k >= done:  # after a retry, frames already handed out are recomputed, not repeated
+                        done = k + 1
+                        yield chunk
+            return
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            failed = str(e).splitlines()[0]
+        _release_cached_memory(vae.device)
+        smaller = _smaller(cells, lh, lw)
+        if smaller is None:
+            raise torch.OutOfMemoryError(
+                f"VAE decode ran out of memory even with {cells * s}px tiles ({failed}). Free memory "
+                f"(unload models) or decode a smaller video."
+            )
+        log.warning(
+            "VAE decode ran out of memory with %s; retrying with %dpx tiles (%s).",
+            f"{cells * s}px tiles" if cells else "whole frames", smaller * s, failed,
+        )
+        cells = smaller
+
+
+# --- encode ----------------------------------------------------------------------------------
+def time_chunks(frames: int) -> list[tuple[int, int]]:
+    """The encoder's causal chunks: frame 0 alone, then 4 frames at a time."""
+    return [(0, 1)] + [(t, t + 4) for t in range(1, frames, 4)]
+
+
+def _encode_tiles(vae: WanVAE, pixels: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+    device, dtype = vae.device, vae.dtype
+    s = vae.stride[1]
+    b, _, frames, _, _ = pixels.shape
+    out = None
+    for r, c in grid.tiles:
+        ys, xs = grid.latent_slice(r, c)
+        py, px = slice(ys.start * s, ys.stop * s), slice(xs.start * s, xs.stop * s)
+        state: dict = {}
+        parts = [
+            vae.encode_chunk(pixels[:, :, t0:t1, py, px].to(device, dtype), state).float().cpu()
+            for t0, t1 in time_chunks(frames)
+        ]
+        lat = torch.cat(parts, dim=2)
+        if len(grid) == 1:
+            return lat
+        if out is None:
+            out = torch.zeros(b, lat.shape[1], lat.shape[2], *grid.total.shape)
+        out[:, :, :, ys, xs] += lat * grid.weights[(r, c)]
+    return out / grid.total
+
+
+def encode_video(vae: WanVAE, pixels: torch.Tensor, tile: int | None, overlap: int | None) -> torch.Tensor:
+    check_pixels(pixels, vae.stride, vae.kind)
+    s = vae.stride[1]
+    lh, lw = pixels.shape[3] // s, pixels.shape[4] // s
+    if tile is None:
+        per_px = ENCODE_ELEMS_PER_PIXEL_PER_WIDTH * vae.cfg.enc_dim * vae.dtype.itemsize
+        cells = auto_tile_cells(vae, lh, lw, free_memory_of(vae.device), per_px)
+    else:
+        cells = _tile_cells(tile, s)
+    while True:
+        grid = TileGrid(lh, lw, cells, _overlap_cells(overlap, cells, s), 1)
+        failed = None
+        try:
+            with torch.no_grad():
+                return _encode_tiles(vae, pixels, grid)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            failed = str(e).splitlines()[0]
+        _release_cached_memory(vae.device)
+        smaller = _smaller(cells, lh, lw)
+        if smaller is None:
+            raise torch.OutOfMemoryError(f"VAE encode ran out of memory even with {cells * s}px tiles ({failed}).")
+        log.warning("VAE encode ran out of memory; retrying with %dpx tiles (%s).", smaller * s, failed)
+        cells = smaller

@@ -82,6 +82,8 @@ class Timeline:
     def __call__(self, msg: dict) -> None:
         now = time.perf_counter()
         kind, data = msg.get("type"), msg.get("data", {})
+        if not isinstance(data, dict):  # binary latent previews
+            return
         self.prompt_id = data.get("prompt_id") or self.prompt_id
         if kind == "executing":
             self.executing.append((now, data.get("node")))

@@ -26,7 +26,7 @@ from .models import REPO
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from comfy_server import COMFYUI_DIR, PACK_DIR_NAME, START_TIMEOUT_S, ComfyServer, PromptFailed  # noqa: E402
+from comfy_server import ComfyServer, PromptFailed  # noqa: E402
 
 HOOK_DIR = Path(__file__).resolve().parent / "comfy_hook"
 CAP_ENV = "WAN22_BENCH_VRAM_CAP_GB"
@@ -132,37 +132,6 @@ def analyse_steps(run: GraphRun, timeline: Timeline, sampler_nodes: list[str], s
         run.total_seconds = timeline.executing[-1][0] - timeline.started
 
 
-class DeviceComfyServer(ComfyServer):
-    """The tests' server without `--cpu`: ComfyUI picks the GPU. (tests/comfy_server.py always
-    passes --cpu; a `cpu=False` option there would replace this class.)"""
-
-    def start(self) -> DeviceComfyServer:
-        import subprocess
-        import urllib.error
-
-        for sub in ("custom_nodes", "input", "output", "temp", "user"):
-            (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
-        link = self.base_dir / "custom_nodes" / PACK_DIR_NAME
-        if not link.exists():
-            link.symlink_to(REPO, target_is_directory=True)
-        cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory",
-               str(self.base_dir), "--disable-auto-launch", *self.extra_args]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
-            try:
-                self.get_json("/system_stats", timeout=2)
-                return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"ComfyUI did not answer within {START_TIMEOUT_S}s:\n{self.log_tail()}")
-
-
 class BenchServer:
     """A ComfyUI server on `base_dir` with the models folder linked to `models_dir` and the pack
     and the bench hook linked into custom_nodes. One per graph (peaks are then the graph's own),
@@ -178,8 +147,7 @@ class BenchServer:
                 link.symlink_to(target.resolve(), target_is_directory=True)
         self.base_dir = base_dir
         self.vram_cap_gb = vram_cap_gb
-        server_class = DeviceComfyServer if gpu else ComfyServer
-        self.server = server_class(base_dir, extra_args=tuple(server_args))
+        self.server = ComfyServer(base_dir, extra_args=tuple(server_args), cpu=not gpu)
         self.graphs_run = 0
         self.object_info: dict = {}
 
@@ -215,7 +183,6 @@ class BenchServer:
             run.error = text.splitlines()[0][:300] if text else type(e).__name__
             return run
         run.peak_rss = proc_status_bytes(pid, "VmHWM")
-        history = self._settled(history, timeline.prompt_id)
         peaks = self.server.get_json("/wan22_bench/peaks")
         run.device_peak = peaks.get("device_peak_allocated_bytes")
         run.device_name = peaks.get("device")
@@ -229,13 +196,6 @@ class BenchServer:
         run.ok = True
         return run
 
-    def _settled(self, history: dict, prompt_id: str | None, wait_s: float = 30) -> dict:
-        """The server announces success before it stores the prompt's history: wait for it."""
-        deadline = time.monotonic() + wait_s
-        while prompt_id and not history.get("outputs") and time.monotonic() < deadline:
-            time.sleep(0.2)
-            history = self.server.history(prompt_id)
-        return history
 
 
 def read_latent(path: str):

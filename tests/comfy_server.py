@@ -38,8 +38,9 @@ class PromptFailed(AssertionError):
 
 
 class ComfyServer:
-    def __init__(self, base_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(self, base_dir: Path, port: int | None = None, extra_args: tuple[str, ...] = (), cpu: bool = True):
         self.base_dir = Path(base_dir)
+        self.cpu = cpu  # False: ComfyUI picks the GPU (benchmarks on a device machine)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.base_dir / "server.log"
@@ -57,8 +58,9 @@ class ComfyServer:
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
         cmd = [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-            "--base-directory", str(self.base_dir), "--disable-auto-launch", *self.extra_args,
+            sys.executable, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1",
+            "--port", str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch",
+            *self.extra_args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "wb")
@@ -174,7 +176,17 @@ class ComfyServer:
                 raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout}s")
         finally:
             ws.close()
-        return self.history(prompt_id)
+        return self.settled_history(prompt_id)
+
+    def settled_history(self, prompt_id: str, wait_s: float = 30) -> dict:
+        """The history entry of a finished prompt. The server announces the end over the websocket
+        a moment before it stores the history, so wait (bounded) for the entry to appear."""
+        deadline = time.monotonic() + wait_s
+        entry = self.history(prompt_id)
+        while not entry.get("status", {}).get("completed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            entry = self.history(prompt_id)
+        return entry
 
     def run_expecting_error(self, prompt: dict, timeout: float = 600) -> str:
         """Runs a prompt that must fail; returns the server's error message."""

@@ -70,8 +70,9 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     if tile <= 0 or tile >= length:
         return [(0, length)]
     overlap = min(overlap, tile // 2)
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
+    count = -(-(length - overlap) // (tile - overlap))  # fewest tiles with at least `overlap`
+    # Starts spread evenly, so every seam gets the same (or a larger) overlap.
+    starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
     return [(s, s + tile) for s in starts]
 
 

@@ -1,0 +1,148 @@
+"""Causal chunked decode as a stream, spatial tiling with cross-fades, automatic tiles and the
+out-of-memory retry; fp32 on CPU, random weights."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from vae_factory import bigmem_lock, localize_, random_vae, smooth_latent
+
+from wan_core.vae import streaming
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def local_only_(vae):
+    """Every 3x3 kernel reduced to its centre and attention switched off: a decoder with no spatial
+    interaction, for which any correct tiling is exact."""
+    return localize_(vae, spatial=0.0, attention=0.0)
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
+def test_decode_iter_streams_one_then_four_frames_equal_to_decode(kind):
+    vae = random_vae(kind, seed=2)
+    latent = torch.randn(1, vae.z_dim, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    chunks = list(vae.decode_iter(latent, tile=0))
+    assert [c.shape[2] for c in chunks] == [1, 4, 4]
+    assert all(c.dtype == torch.float32 and c.device.type == "cpu" for c in chunks)
+    whole = vae.decode(latent)
+    assert torch.equal(torch.cat(chunks, dim=2), whole)
+    assert whole.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
+def test_tiling_is_exact_for_a_decoder_without_spatial_interaction(kind):
+    vae = local_only_(random_vae(kind, seed=4))
+    s = vae.stride[1]
+    latent = torch.randn(1, vae.z_dim, 2, 12, 15, generator=torch.Generator().manual_seed(1))
+    whole = vae.decode(latent, tile=0)
+    tiled = vae.decode(latent, tile=8 * s, overlap=3 * s)  # 2 x 3 tiles, uneven overlaps
+    assert (tiled - whole).abs().max().item() <= 1e-5
+    pixels = whole * 0.9
+    assert (vae.encode(pixels, tile=8 * s, overlap=3 * s) - vae.encode(pixels, tile=0)).abs().max() <= 1e-5
+
+
+def test_a_tile_as_large_as_the_frame_is_the_untiled_decode():
+    vae = random_vae("wan2.1", seed=5)
+    latent = torch.randn(1, 16, 2, 6, 7)
+    assert torch.equal(vae.decode(latent, tile=64), vae.decode(latent, tile=0))
+
+
+def test_tiled_decode_of_a_smooth_latent_is_within_2e_2_of_untiled():
+    # localize_ gives the random decoder the locality of trained weights (see its docstring); with
+    # fully random weights, border effects cross whole tiles and the error is O(1).
+    vae = localize_(random_vae("wan2.1", seed=0), spatial=0.02, attention=0.003)
+    latent = smooth_latent("wan2.1", 2, 16, 16)
+    whole = vae.decode(latent, tile=0)
+    tiled = vae.decode(latent, tile=10 * 8, overlap=5 * 8)  # 2 x 2 tiles
+    err = (tiled - whole).abs().max().item()
+    assert err <= 2e-2, err
+    assert whole.std() > 0.05
+
+
+def test_tile_spans_cover_the_axis_with_even_overlaps():
+    assert streaming.tile_spans(40, 22, 4) == [(0, 22), (18, 40)]
+    assert streaming.tile_spans(10, 16, 4) == [(0, 10)]
+    spans = streaming.tile_spans(100, 16, 4)
+    assert spans[0][0] == 0 and spans[-1][1] == 100
+    assert all(b[0] <= a[1] - 4 for a, b in zip(spans, spans[1:]))
+
+
+def test_automatic_tiles_follow_the_free_memory():
+    vae = random_vae("wan2.1")
+    per_px = streaming.decode_bytes_per_pixel(vae)
+    frame_bytes = 64 * 64 * 64 * per_px
+    assert streaming.auto_tile_cells(vae, 64, 64, int(4 * frame_bytes), per_px) == 0  # fits whole
+    cells = streaming.auto_tile_cells(vae, 64, 64, int(frame_bytes / 8), per_px)
+    assert streaming.MIN_TILE_CELLS <= cells < 64
+    # decode_iter with a small budget really tiles, and still streams the same frame counts
+    latent = smooth_latent("wan2.1", 2, 40, 40)
+    budget = int(40 * 40 * 64 * per_px / 4)
+    chunks = list(vae.decode_iter(latent, tile=None, free_memory=budget))
+    assert [c.shape[2] for c in chunks] == [1, 4]
+
+
+class LimitedDeviceVAE(torch.nn.Module):
+    """Stands in for a GPU with little memory (a CPU cannot run out on demand): the wrapped VAE
+    raises torch.OutOfMemoryError for a 4-frame chunk wider than `limit` latent cells, as a
+    device would, after the 1-frame first chunk went through."""
+
+    def __init__(self, vae, limit):
+        super().__init__()
+        self.vae, self.limit, self.ooms = vae, limit, 0
+        self.cfg = vae.cfg
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.vae, name)
+
+    def decode_chunk(self, latent, state):
+        if self.vae.decoder.conv1 in state and latent.shape[-1] > self.limit:
+            self.ooms += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.vae.decode_chunk(latent, state)
+
+
+def test_out_of_memory_retries_with_smaller_tiles_without_repeating_frames(caplog):
+    vae = local_only_(random_vae("wan2.1", seed=8))
+    latent = torch.randn(1, 16, 3, 16, 32, generator=torch.Generator().manual_seed(3))
+    limited = LimitedDeviceVAE(vae, limit=16)
+    chunks = list(streaming.decode_video(limited, latent, tile=0, overlap=None, free_memory=None))
+    assert limited.ooms == 1
+    assert [c.shape[2] for c in chunks] == [1, 4, 4]  # the first frame was not handed out twice
+    assert (torch.cat(chunks, 2) - vae.decode(latent, tile=0)).abs().max() <= 1e-5
+    assert "retrying with 128px tiles" in caplog.text
+
+
+def test_out_of_memory_at_the_smallest_tile_is_reported():
+    vae = random_vae("wan2.1", seed=8)
+    limited = LimitedDeviceVAE(vae, limit=0)
+    with pytest.raises(torch.OutOfMemoryError, match="even with 64px tiles"):
+        list(streaming.decode_video(limited, torch.randn(1, 16, 2, 16, 16), tile=0, overlap=None, free_memory=None))
+
+
+def _peak(tile: int, overlap: int) -> dict:
+    # A fixed mmap threshold makes glibc hand big blocks back at once, so RSS follows live tensors.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run(
+        [sys.executable, str(TESTS / "vae_peak_memory.py"), "wan2.1", "96", "320", "2", str(tile), str(overlap)],
+        check=True, capture_output=True, text=True, timeout=600, env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_tiled_decode_peaks_lower_than_untiled_on_the_real_size_wan21_vae():
+    # 96x320 px, 2 latent frames (5 pixel frames); 120 px tiles with 16 px overlap = 3 tiles across.
+    # On a CPU every tile's causal state stays in RAM (2 frames per causal conv), so tiling saves
+    # only the activations of one chunk; on a GPU the idle tiles' states wait on the CPU.
+    with bigmem_lock():
+        untiled, tiled = _peak(0, 0), _peak(120, 16)
+    assert untiled["frames"] == tiled["frames"] == 5
+    assert tiled["peak_mib"] < 0.85 * untiled["peak_mib"], (untiled, tiled)

@@ -1,13 +1,14 @@
 """The pack's ComfyUI nodes (V3 schema): thin classes that validate inputs, call wan_core and
 shape outputs. Each node module lists its classes here."""
 
-from . import loader, sampler, text, video
+from . import loader, sampler, text, vae, video
 
 NODE_LIST: list = []
 NODE_LIST += text.NODES
 NODE_LIST += loader.NODES
 NODE_LIST += video.NODES
 NODE_LIST += sampler.NODES
+NODE_LIST += vae.NODES
 
 # The frontend extension's HTTP routes: they register themselves only when a ComfyUI server runs.
 from . import routes  # noqa: E402,F401

@@ -82,9 +82,9 @@ class Wan22VAEDecode(io.ComfyNode):
             inputs=[
                 Wan22Vae.Input("vae"),
                 io.Latent.Input("samples"),
-                io.Int.Input("tile_size", default=0, min=0, max=8192, step=32,
+                io.Int.Input("tile_size", default=0, min=0, max=8192, step=32, optional=True,
                              tooltip="Spatial tile in pixels. 0 = automatic (from free memory)."),
-                io.Int.Input("tile_overlap", default=0, min=0, max=4096, step=16,
+                io.Int.Input("tile_overlap", default=0, min=0, max=4096, step=16, optional=True,
                              tooltip="Overlap of neighbouring tiles in pixels. 0 = automatic (a quarter tile)."),
             ],
             outputs=[io.Image.Output()],

@@ -143,6 +143,11 @@ class WanVAE(nn.Module):
     def device(self) -> torch.device:
         return self.conv2.weight.device
 
+    @device.setter
+    def device(self, value) -> None:
+        # ComfyUI's ModelPatcher records where it moved the model; the weights already say so.
+        pass
+
     @property
     def dtype(self) -> torch.dtype:
         return self.conv2.weight.dtype

@@ -15,6 +15,7 @@ PACK_NODES = {
     "Wan22ExpertsToModels",
     "Wan22ModelsToPair",
     "Wan22Sampler",
+    "Wan22VideoLatent",
     "Wan22VAELoader",
     "Wan22VAEEncode",
     "Wan22VAEDecode",

@@ -2,7 +2,8 @@
 current_loaded_models after encoding (seen through the pack's /wan22/loaded_models route), and bad
 input gets a clear error while the server keeps serving.
 
-Not here: conditioning driving Wan22Sampler in a server run, which needs the model loader nodes."""
+Conditioning from Wan22TextEncode driving Wan22Sampler, with umT5 gone from model management after
+the run, is tested end to end in tests/server/test_pipeline.py."""
 
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
-"""HTTP routes of the frontend extension (js/): the schedule the sampler node plots.
+"""HTTP routes of the pack: the schedule the sampler node plots, and what model management holds.
 
 `GET /wan22/schedule?steps=&shift=&boundary=&scheduler=&denoise=&kind=&use_release_defaults=`
 answers the sigmas, DiT timesteps and expert switch step that Wan22Sampler would use with those
 widget values. The browser never does schedule math itself: the numbers come from the same
 `build_schedule` and settings resolution the sampler runs. Bad values answer HTTP 400 with a
 message naming the value.
+
+`GET /wan22/loaded_models` lists what comfy.model_management holds loaded right now, so users (and
+the server tests) can see, e.g., that umT5 left after encoding and that one expert is loaded at a time.
 
 The routes register themselves on import when a ComfyUI server is running (ComfyUI creates its
 PromptServer before it loads custom nodes); imported without one (in-process tests) nothing happens.
@@ -25,6 +28,7 @@ from .sampler import resolve_settings
 log = logging.getLogger("ComfyUI-Wan22")
 
 SCHEDULE_PATH = "/wan22/schedule"
+LOADED_MODELS_PATH = "/wan22/loaded_models"
 # The route's own cost limit (a plot of more steps than this says nothing more).
 MAX_STEPS = 10000
 # The widgets use_release_defaults replaces with the loaded model's release values.
@@ -152,8 +156,20 @@ async def get_schedule(request):
         return web.json_response({"error": str(e)}, status=400)
 
 
+async def get_loaded_models(request):
+    import comfy.model_management as mm
+    from aiohttp import web
+
+    rows = [
+        {"model": type(lm.model.model).__name__, "device": str(lm.device), "loaded_bytes": int(lm.model_loaded_memory())}
+        for lm in mm.current_loaded_models if lm.model is not None
+    ]
+    return web.json_response(rows)
+
+
 def register_routes(routes) -> None:
     routes.get(SCHEDULE_PATH)(get_schedule)
+    routes.get(LOADED_MODELS_PATH)(get_loaded_models)
 
 
 def _register_with_running_server() -> None:
@@ -164,7 +180,7 @@ def _register_with_running_server() -> None:
     if instance is None:
         return
     register_routes(instance.routes)
-    log.debug("[ComfyUI-Wan22] route %s registered", SCHEDULE_PATH)
+    log.debug("[ComfyUI-Wan22] routes %s, %s registered", SCHEDULE_PATH, LOADED_MODELS_PATH)
 
 
 _register_with_running_server()

@@ -100,29 +100,3 @@ def to_conditioning(embedding) -> list:
 
 
 NODES = [Wan22TextEncoderLoader, Wan22TextEncode]
-
-
-def _register_loaded_models_route() -> None:
-    """GET /wan22/loaded_models: what comfy.model_management holds loaded right now, so users (and
-    the server tests) can see that umT5 left after encoding."""
-    try:
-        from aiohttp import web
-        from server import PromptServer
-    except ImportError:
-        return
-    if getattr(PromptServer, "instance", None) is None:  # imported outside a running server
-        return
-
-    @PromptServer.instance.routes.get("/wan22/loaded_models")
-    async def loaded_models(request):
-        import comfy.model_management as mm
-
-        rows = [
-            {"model": type(lm.model.model).__name__, "device": str(lm.device),
-             "loaded_bytes": int(lm.model_loaded_memory())}
-            for lm in mm.current_loaded_models if lm.model is not None
-        ]
-        return web.json_response(rows)
-
-
-_register_loaded_models_route()

@@ -362,7 +362,7 @@ def to_ui(graph: Graph, info: dict) -> dict:
         "links": ui_links,
         "groups": ui_groups,
         "config": {},
-        "extra": {"ds": {"scale": 0.65, "offset": [560, 140]}},
+        "extra": {"ds": {"scale": 0.6, "offset": [640, 160]}},
         "version": 0.4,
     }
 

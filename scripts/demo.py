@@ -181,9 +181,11 @@ def main() -> int:
     base = DEMO_DIR
     models = base / "models"
     print(f"[demo] writing random-weight Wan2.2 models (real architectures, toy widths) to {models}", flush=True)
+    written = {}  # the umT5 file is shared by both graphs
     for _, kind, *_ in DEMO_RUNS:
-        for path in write_models(models, kind, demo_names(kind)).values():
-            print(f"         {path.relative_to(REPO)}")
+        written.update({p: None for p in write_models(models, kind, demo_names(kind)).values()})
+    for path in written:
+        print(f"         {path.relative_to(REPO)}")
     server = ComfyServer(base)
     # SIGTERM (e.g. a CI runner stopping the job) unwinds like Ctrl-C, through the finally below.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -199,8 +201,8 @@ def main() -> int:
             result = run_template(server, template, prompt, workflow=load_ui(template))
             results.append(result)
             print(f"[demo]   video:       {result.video}")
-            switch = result.sampler.get("switch_step")
-            if switch is None:
+            switch = result.sampler["switch_step"]
+            if result.sampler["boundary"] is None:
                 print("[demo]   experts:     one model (TI2V-5B has no expert switch)")
             else:
                 print(f"[demo]   switch step: {switch} of {result.sampler['steps']} "

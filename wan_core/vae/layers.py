@@ -34,6 +34,7 @@ class _CausalTime:
             if past is not None:
                 front -= past.shape[2]
                 x = torch.cat([past.to(x.device, x.dtype), x], dim=2)
+                del past  # the old past is not kept alive through the convolution
             # The last pad_t frames of the history are this layer's past for the next chunk.
             state[self] = x[:, :, -self.pad_t :].clone()
         return super().forward(F.pad(x, (*self.pad_hw, front, 0)))

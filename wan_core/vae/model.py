@@ -61,7 +61,8 @@ class Encoder(nn.Module):
         x = self.conv1(x, state)
         for layer in (*self.downsamples, *self.middle):
             x = layer(x, state)
-        return self.head[2](torch.nn.functional.silu(self.head[0](x)), state)
+        x = torch.nn.functional.silu(self.head[0](x))  # rebinding x frees the head's input early
+        return self.head[2](x, state)
 
 
 class Decoder(nn.Module):
@@ -101,7 +102,8 @@ class Decoder(nn.Module):
         x = self.conv1(x, state)
         for layer in (*self.middle, *self.upsamples):
             x = layer(x, state)
-        return self.head[2](torch.nn.functional.silu(self.head[0](x)), state)
+        x = torch.nn.functional.silu(self.head[0](x))  # rebinding x frees the head's input early
+        return self.head[2](x, state)
 
 
 class WanVAE(nn.Module):

@@ -91,6 +91,33 @@ class SafetensorsFile(Mapping):
         """The shape of a tensor, read from the header alone."""
         return tuple(self.header[key]["shape"])
 
+    def holds(self, t: torch.Tensor) -> bool:
+        """Whether `t` is a view of this file's memory map (rather than a copy of it)."""
+        # The live map owns its address range, so equal data pointers mean the same storage.
+        return self._storage is not None and t.untyped_storage().data_ptr() == self._storage.data_ptr()
+
+    def read_copy(self, t: torch.Tensor) -> torch.Tensor:
+        """A view of this file copied into process memory with plain file reads.
+
+        Going around the map keeps the file's pages out of this process (they stay in the page
+        cache, reclaimable, and not in its RSS), and the copy is anonymous memory, which the
+        kernel does not drop under memory pressure as it drops clean file pages.
+        """
+        if not self.holds(t) or not t.is_contiguous():
+            raise ValueError(f"{self.path.name}: read_copy needs a contiguous view of this file")
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
+        buffer = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        offset = t.storage_offset() * t.element_size()
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(offset)
+            done = 0
+            while done < len(buffer):
+                n = f.readinto(buffer[done:])
+                if not n:
+                    raise WeightFileError(f"{self.path.name}: the file ended while reading weights; it changed on disk.")
+                done += n
+        return out
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.header)
 
@@ -260,6 +287,18 @@ def open_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
                 f"{file.name}: not a weight file the pack reads (.safetensors, .pth, .pt, .bin)."
             )
     return parts[0] if len(parts) == 1 else ShardedStateDict(parts)
+
+
+def file_holding(source: Mapping[str, torch.Tensor], t: torch.Tensor) -> SafetensorsFile | None:
+    """The safetensors file of `source` (a lazy mapping from `open_state_dict`, possibly renamed
+    or sharded) whose memory map `t` is a contiguous view of, else None (a copy, or not ours)."""
+    if isinstance(source, RenamedStateDict):
+        return file_holding(source.source, t)
+    if isinstance(source, ShardedStateDict):
+        return next((f for part in source.parts if (f := file_holding(part, t)) is not None), None)
+    if isinstance(source, SafetensorsFile) and source.holds(t) and t.is_contiguous():
+        return source
+    return None
 
 
 def tensor_shape(state_dict: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:

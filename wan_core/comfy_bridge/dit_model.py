@@ -6,7 +6,8 @@ built from `comfy.ops` layers, wrapped in a plain `comfy.model_patcher.ModelPatc
 KSampler, ModelSamplingSD3, LoRA loaders and TorchCompileModel accept it unchanged, and
 comfy.model_management loads, offloads and partially loads it like any other model.
 
-Weights are assigned from the file's memory map; loading moves nothing to the GPU.
+Weights are assigned from the file's memory map, so an idle expert costs no RAM; loading it for
+compute copies them off the file (to the GPU, or into process memory on a CPU: resident_weights).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from ..checkpoints import FP8_DTYPES, DiTCheckpoint, inspect_dit, parse_weight_dtype, stored_tensors
 from ..config import KIND_DEFAULTS, ModelKind
 from ..dit import WanDiT
+from .resident_weights import keep_resident_on_cpu
 
 # bf16 first: the release computes in bf16 (fp16 can overflow in the 14B experts).
 SUPPORTED_COMPUTE = [torch.bfloat16, torch.float16, torch.float32]
@@ -145,7 +147,9 @@ def expert_from_checkpoint(ckpt: DiTCheckpoint, weight_dtype: str = "default") -
         "[ComfyUI-Wan22] %s: %s; weights %s, compute %s", ckpt.path.name, ckpt.description, storage, compute or storage
     )
     model.wan22_checkpoint = ckpt.path  # on the model, not the patcher: clones (LoRA) share it
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    keep_resident_on_cpu(patcher, ckpt.weights)  # file views only while idle: see resident_weights
+    return patcher
 
 
 def _unscaled(ckpt: DiTCheckpoint) -> DiTCheckpoint:

@@ -18,7 +18,6 @@ import json
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,26 +120,6 @@ def resize(prompt: dict, width: int, height: int, length: int, steps: int | None
     return prompt
 
 
-@contextmanager
-def sending_workflow(server: ComfyServer, workflow: dict | None):
-    """Queue prompts as the frontend does: with the UI graph as extra_pnginfo, which the video's
-    metadata keeps (ComfyServer.queue posts the prompt alone)."""
-    if workflow is None:
-        yield server
-        return
-
-    def queue(prompt: dict) -> str:
-        payload = {"prompt": prompt, "client_id": server.client_id,
-                   "extra_data": {"extra_pnginfo": {"workflow": workflow}}}
-        return server.post_json("/prompt", payload)["prompt_id"]
-
-    server.queue = queue
-    try:
-        yield server
-    finally:
-        del server.queue  # back to the class's method
-
-
 @dataclass
 class RunResult:
     template: str
@@ -154,8 +133,7 @@ class RunResult:
 def run_template(server: ComfyServer, template: str, prompt: dict, workflow: dict | None = None,
                  timeout: float = 600) -> RunResult:
     start = time.monotonic()
-    with sending_workflow(server, workflow):
-        history = server.run(prompt, timeout=timeout)
+    history = server.run(prompt, timeout=timeout, workflow=workflow)
     seconds = time.monotonic() - start
     sampler_id = only(prompt, "Wan22Sampler")
     summary = history["outputs"][sampler_id][SAMPLER_UI_KEY][0]

@@ -122,10 +122,15 @@ class ComfyServer:
             body = e.read().decode(errors="replace")
             raise AssertionError(f"POST {path} -> HTTP {e.code}: {body}") from None
 
-    def queue(self, prompt: dict) -> str:
-        """Posts an API-format prompt; returns its id. Validation errors raise with the server's text."""
-        answer = self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})
-        return answer["prompt_id"]
+    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
+        """Posts an API-format prompt; returns its id. Validation errors raise with the server's text.
+
+        `workflow`: the UI graph, sent as the frontend sends it (extra_pnginfo), so outputs that
+        embed the workflow (images, videos) get it."""
+        payload = {"prompt": prompt, "client_id": self.client_id}
+        if workflow is not None:
+            payload["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        return self.post_json("/prompt", payload)["prompt_id"]
 
     def history(self, prompt_id: str) -> dict:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
@@ -135,7 +140,7 @@ class ComfyServer:
         return self.get(f"/view?{query}")
 
     # --- running prompts -------------------------------------------------------------------
-    def run(self, prompt: dict, timeout: float = 900, on_message=None) -> dict:
+    def run(self, prompt: dict, timeout: float = 900, on_message=None, workflow: dict | None = None) -> dict:
         """Queues a prompt, follows it over the websocket until it ends, returns its history entry.
 
         `on_message(msg)` sees every websocket JSON message of this prompt (progress, executing,
@@ -147,7 +152,7 @@ class ComfyServer:
             f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}", timeout=timeout
         )
         try:
-            prompt_id = self.queue(prompt)
+            prompt_id = self.queue(prompt, workflow)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 raw = ws.recv()

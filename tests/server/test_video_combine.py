@@ -5,7 +5,6 @@ workflow inside; its VIDEO feeds native SaveVideo; bad prefixes and rates are re
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from video_probe import probe
@@ -29,22 +28,9 @@ def graph(prefix=f"{SUBFOLDER}/clip", frame_rate=16.0, fmt="h264-mp4", save_vide
     return prompt
 
 
-def run_with_workflow(server, prompt, timeout=300):
-    """Queues like the frontend does, with the UI workflow in extra_pnginfo, and waits for history."""
-    answer = server.post_json("/prompt", {"prompt": prompt, "client_id": server.client_id,
-                                          "extra_data": {"extra_pnginfo": {"workflow": WORKFLOW}}})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        entry = server.history(answer["prompt_id"])
-        if entry.get("status", {}).get("completed") or entry.get("status", {}).get("status_str") == "error":
-            return entry
-        time.sleep(0.2)
-    raise TimeoutError("prompt did not finish")
-
-
 def test_native_images_become_an_mp4_under_the_output_folder_with_counter_names(comfy_server):
     prompt = graph()
-    first = run_with_workflow(comfy_server, prompt)
+    first = comfy_server.run(prompt, workflow=WORKFLOW)
     second = comfy_server.run(prompt | {"2": {**prompt["2"], "inputs": {**prompt["2"]["inputs"], "crf": 20}}})
     results = first["outputs"]["2"]["images"] + second["outputs"]["2"]["images"]
     assert [r["filename"] for r in results] == ["clip_00001_.mp4", "clip_00002_.mp4"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .vae.kinds import VAE_KINDS
+
 
 class ModelKind(str, Enum):
     T2V = "t2v"  # T2V-A14B: text-to-video expert pair
@@ -32,28 +34,35 @@ class KindDefaults:
     frames: int  # always 4k + 1
     width: int
     height: int
-    vae_kind: str  # "wan2.1" (z16) or "wan2.2" (z48)
-    vae_stride: tuple[int, int, int]  # (t, h, w) pixels per latent cell
-    latent_channels: int
+    vae_kind: str  # "wan2.1" (z16) or "wan2.2" (z48): its numbers live in wan_core/vae/kinds.py
     in_channels: int  # DiT input channels: latent, or latent + mask + image latent for I2V
     out_channels: int
     experts: int  # 2 for the A14B pairs, 1 for TI2V-5B
+
+    @property
+    def vae_stride(self) -> tuple[int, int, int]:
+        """(t, h, w) pixels per latent cell of this kind's VAE."""
+        return VAE_KINDS[self.vae_kind].stride
+
+    @property
+    def latent_channels(self) -> int:
+        return VAE_KINDS[self.vae_kind].z_dim
 
 
 KIND_DEFAULTS: dict[ModelKind, KindDefaults] = {
     ModelKind.T2V: KindDefaults(
         boundary=0.875, shift=12.0, steps=40, cfg_high=4.0, cfg_low=3.0, fps=16, frames=81,
-        width=1280, height=720, vae_kind="wan2.1", vae_stride=(4, 8, 8), latent_channels=16,
+        width=1280, height=720, vae_kind="wan2.1",
         in_channels=16, out_channels=16, experts=2,
     ),
     ModelKind.I2V: KindDefaults(
         boundary=0.900, shift=5.0, steps=40, cfg_high=3.5, cfg_low=3.5, fps=16, frames=81,
-        width=1280, height=720, vae_kind="wan2.1", vae_stride=(4, 8, 8), latent_channels=16,
+        width=1280, height=720, vae_kind="wan2.1",
         in_channels=36, out_channels=16, experts=2,
     ),
     ModelKind.TI2V: KindDefaults(
         boundary=None, shift=5.0, steps=50, cfg_high=5.0, cfg_low=5.0, fps=24, frames=121,
-        width=1280, height=704, vae_kind="wan2.2", vae_stride=(4, 16, 16), latent_channels=48,
+        width=1280, height=704, vae_kind="wan2.2",
         in_channels=48, out_channels=48, experts=1,
     ),
 }

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import NUM_TRAIN_TIMESTEPS
 from .errors import WanUserError
-
-# The flow models are trained on timesteps sigma * 1000; the boundary is a fraction of this.
-NUM_TRAIN_TIMESTEPS = 1000
 
 HIGH_NOISE = "high"
 LOW_NOISE = "low"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -23,12 +24,13 @@ from .cases import select
 from .models import REPO, ModelCache
 from .report import render
 from .suite import run_case
+from .vae_bench import LOCK_HELD_ENV
 
 VAE_PART = "vae"
 
 
 def machine() -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     mem = "?"
     try:
         with open("/proc/meminfo") as f:
@@ -53,7 +55,10 @@ def vae_section(out: Path) -> str:
     if not script.exists():
         return "VAE decode (bench/vae_bench.py): not run, the script is not in this checkout yet.\n"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.vae_bench"], cwd=REPO, capture_output=True, text=True)
+    # The whole bench runs under the caller's bigmem lock; the child must not queue behind it.
+    env = dict(os.environ, **{LOCK_HELD_ENV: "1"})
+    proc = subprocess.run([sys.executable, "-m", "bench.vae_bench"], cwd=REPO, capture_output=True, text=True,
+                          env=env)
     (out / "vae_bench.log").write_text(proc.stdout + proc.stderr)
     took = time.perf_counter() - started
     if proc.returncode != 0:

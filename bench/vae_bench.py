@@ -4,7 +4,10 @@
 real-size Wan2.1 and Wan2.2 VAEs on a small clip, on this machine's device (CPU here). Each
 measurement runs in a fresh child process holding only one implementation; the RSS high-water
 mark is reset after the weights are built, so the peak is the decode's own working memory.
-Not a timed test: run it on a quiet machine (it takes the repo's bigmem lock).
+Not a timed test: run it on a quiet machine. Run alone, it takes the repo's bigmem lock; run by
+`python -m bench` (whose caller holds that lock, `flock /tmp/wan22-bigmem.lock make bench`) it is
+told so through LOCK_HELD_ENV and does not wait on it (flock locks are per open file, so it would
+wait on its own parent forever).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 CASES = [("wan2.1", 5, 160, 160), ("wan2.2", 5, 128, 128)]
 IMPLS = ("ours", "native")
 LOCK = "/tmp/wan22-bigmem.lock"
+LOCK_HELD_ENV = "WAN22_BIGMEM_LOCK_HELD"  # set by a parent that runs the whole bench under LOCK
 
 
 def _kib(field: str) -> int:
@@ -92,7 +96,8 @@ def main() -> None:
         return
     rows = []
     with open(LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.environ.get(LOCK_HELD_ENV):
+            fcntl.flock(lock, fcntl.LOCK_EX)
         for kind, frames, height, width in CASES:
             for impl in IMPLS:
                 rows.append(run_child(kind, impl, frames, height, width))

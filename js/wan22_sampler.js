@@ -10,6 +10,7 @@
 //  scheduler, denoise, kind, timesteps, run, geometry (where it drew, see drawSchedulePlot)}.
 
 import { api } from "../../scripts/api.js";
+import { chain } from "./wan22_chain.js";
 import { drawSchedulePlot, EXPERT_LABEL } from "./wan22_schedule_plot.js";
 
 export const SAMPLER_NODE = "Wan22Sampler";
@@ -205,15 +206,6 @@ class SchedulePlot {
   removed() {
     clearTimeout(this.timer);
   }
-}
-
-function chain(prototype, name, after) {
-  const original = prototype[name];
-  prototype[name] = function (...args) {
-    const result = original?.apply(this, args);
-    after.apply(this, args);
-    return result;
-  };
 }
 
 /** Adds the plot to every Wan22Sampler node (called from beforeRegisterNodeDef). */

@@ -10,6 +10,8 @@
 //    redraws; once it is loaded we switch the node to the frontend's animated <img> preview.
 // node.wan22Video says what is shown: {filename, kind: "video"|"gif"|"image", playing}.
 
+import { chain } from "./wan22_chain.js";
+
 export const COMBINE_NODE = "Wan22VideoCombine";
 const VIDEO_EXTENSIONS = /\.(mp4|webm|mkv|mov|m4v)$/i;
 
@@ -56,15 +58,6 @@ function startPlayback(node) {
   video.autoplay = true;
   video.play?.().catch(() => {});
   shown.playing = true;
-}
-
-function chain(prototype, name, after) {
-  const original = prototype[name];
-  prototype[name] = function (...args) {
-    const result = original?.apply(this, args);
-    after.apply(this, args);
-    return result;
-  };
 }
 
 /** Hooks the combine node's results (called from beforeRegisterNodeDef). */

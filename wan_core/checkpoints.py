@@ -45,46 +45,46 @@ DTYPE_NAMES = {
 # Pipeline folders that hold both experts: (high-noise subfolder, low-noise subfolder).
 EXPERT_SUBFOLDERS = (("high_noise_model", "low_noise_model"), ("transformer", "transformer_2"))
 
-# Official name -> diffusers name (diffusers' WanTransformer3DModel), as regex rules.
-_OFFICIAL_TO_DIFFUSERS = [
-    (r"text_embedding\.0\.", "condition_embedder.text_embedder.linear_1."),
-    (r"text_embedding\.2\.", "condition_embedder.text_embedder.linear_2."),
-    (r"time_embedding\.0\.", "condition_embedder.time_embedder.linear_1."),
-    (r"time_embedding\.2\.", "condition_embedder.time_embedder.linear_2."),
-    (r"time_projection\.1\.", "condition_embedder.time_proj."),
-    (r"head\.modulation$", "scale_shift_table"),
-    (r"head\.head\.", "proj_out."),
-    (r"(blocks\.\d+\.)modulation$", r"\1scale_shift_table"),
-    (r"(blocks\.\d+\.)self_attn\.([qkv])\.", r"\1attn1.to_\2."),
-    (r"(blocks\.\d+\.)self_attn\.o\.", r"\1attn1.to_out.0."),
-    (r"(blocks\.\d+\.)self_attn\.norm_", r"\1attn1.norm_"),
-    (r"(blocks\.\d+\.)cross_attn\.([qkv])\.", r"\1attn2.to_\2."),
-    (r"(blocks\.\d+\.)cross_attn\.o\.", r"\1attn2.to_out.0."),
-    (r"(blocks\.\d+\.)cross_attn\.norm_", r"\1attn2.norm_"),
-    (r"(blocks\.\d+\.)norm3\.", r"\1norm2."),
-    (r"(blocks\.\d+\.)ffn\.0\.", r"\1ffn.net.0.proj."),
-    (r"(blocks\.\d+\.)ffn\.2\.", r"\1ffn.net.2."),
+# Official name -> diffusers name (diffusers' WanTransformer3DModel). A row renames a key's start;
+# "N" stands for any block index and "$" marks a whole name. Both directions are built from it.
+_KEY_MAP = [
+    ("text_embedding.0.", "condition_embedder.text_embedder.linear_1."),
+    ("text_embedding.2.", "condition_embedder.text_embedder.linear_2."),
+    ("time_embedding.0.", "condition_embedder.time_embedder.linear_1."),
+    ("time_embedding.2.", "condition_embedder.time_embedder.linear_2."),
+    ("time_projection.1.", "condition_embedder.time_proj."),
+    ("head.modulation$", "scale_shift_table$"),
+    ("head.head.", "proj_out."),
+    ("blocks.N.modulation$", "blocks.N.scale_shift_table$"),
+    ("blocks.N.self_attn.q.", "blocks.N.attn1.to_q."),
+    ("blocks.N.self_attn.k.", "blocks.N.attn1.to_k."),
+    ("blocks.N.self_attn.v.", "blocks.N.attn1.to_v."),
+    ("blocks.N.self_attn.o.", "blocks.N.attn1.to_out.0."),
+    ("blocks.N.self_attn.norm_", "blocks.N.attn1.norm_"),
+    ("blocks.N.cross_attn.q.", "blocks.N.attn2.to_q."),
+    ("blocks.N.cross_attn.k.", "blocks.N.attn2.to_k."),
+    ("blocks.N.cross_attn.v.", "blocks.N.attn2.to_v."),
+    ("blocks.N.cross_attn.o.", "blocks.N.attn2.to_out.0."),
+    ("blocks.N.cross_attn.norm_", "blocks.N.attn2.norm_"),
+    ("blocks.N.norm3.", "blocks.N.norm2."),
+    ("blocks.N.ffn.0.", "blocks.N.ffn.net.0.proj."),
+    ("blocks.N.ffn.2.", "blocks.N.ffn.net.2."),
 ]
-# The same table read the other way.
-_DIFFUSERS_TO_OFFICIAL = [
-    (r"condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
-    (r"condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
-    (r"condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
-    (r"condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
-    (r"condition_embedder\.time_proj\.", "time_projection.1."),
-    (r"scale_shift_table$", "head.modulation"),
-    (r"proj_out\.", "head.head."),
-    (r"(blocks\.\d+\.)scale_shift_table$", r"\1modulation"),
-    (r"(blocks\.\d+\.)attn1\.to_([qkv])\.", r"\1self_attn.\2."),
-    (r"(blocks\.\d+\.)attn1\.to_out\.0\.", r"\1self_attn.o."),
-    (r"(blocks\.\d+\.)attn1\.norm_", r"\1self_attn.norm_"),
-    (r"(blocks\.\d+\.)attn2\.to_([qkv])\.", r"\1cross_attn.\2."),
-    (r"(blocks\.\d+\.)attn2\.to_out\.0\.", r"\1cross_attn.o."),
-    (r"(blocks\.\d+\.)attn2\.norm_", r"\1cross_attn.norm_"),
-    (r"(blocks\.\d+\.)norm2\.", r"\1norm3."),
-    (r"(blocks\.\d+\.)ffn\.net\.0\.proj\.", r"\1ffn.0."),
-    (r"(blocks\.\d+\.)ffn\.net\.2\.", r"\1ffn.2."),
-]
+_BLOCK = "blocks.N."
+
+
+def _rules(pairs) -> list[tuple[str, str]]:
+    """(from, to) rows -> anchored regex rules; the block index is carried over."""
+    rules = []
+    for source, target in pairs:
+        whole = source.endswith("$")
+        pattern = re.escape(source.rstrip("$")).replace(re.escape(_BLOCK), r"(blocks\.\d+\.)")
+        rules.append((pattern + ("$" if whole else ""), target.rstrip("$").replace(_BLOCK, r"\1")))
+    return rules
+
+
+_OFFICIAL_TO_DIFFUSERS = _rules(_KEY_MAP)
+_DIFFUSERS_TO_OFFICIAL = _rules((diffusers, official) for official, diffusers in _KEY_MAP)
 
 
 def _rename(key: str, rules) -> str:

@@ -200,6 +200,22 @@ def decode_video(
     return _decode_with_retry(vae, latent, cells, overlap)
 
 
+def _tiles_after_out_of_memory(vae, what: str, cells: int, lh: int, lw: int, failed: str) -> int:
+    """After an out-of-memory error: the next, smaller tile size (in latent cells), or the final
+    error when no smaller tile is left. Frees the device's cached memory first."""
+    s = vae.stride[1]
+    _release_cached_memory(vae.device)
+    smaller = _smaller(cells, lh, lw)
+    tried = f"{cells * s}px tiles" if cells else "whole frames"
+    if smaller is None:
+        raise torch.OutOfMemoryError(
+            f"VAE {what} ran out of memory even with {tried} ({failed}). Free memory (unload models) or "
+            f"{what} a smaller video."
+        )
+    log.warning("VAE %s ran out of memory with %s; retrying with %dpx tiles (%s).", what, tried, smaller * s, failed)
+    return smaller
+
+
 def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
     s = vae.stride[1]
     lh, lw = latent.shape[3], latent.shape[4]
@@ -218,18 +234,7 @@ def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        _release_cached_memory(vae.device)
-        smaller = _smaller(cells, lh, lw)
-        if smaller is None:
-            raise torch.OutOfMemoryError(
-                f"VAE decode ran out of memory even with {cells * s}px tiles ({failed}). Free memory "
-                f"(unload models) or decode a smaller video."
-            )
-        log.warning(
-            "VAE decode ran out of memory with %s; retrying with %dpx tiles (%s).",
-            f"{cells * s}px tiles" if cells else "whole frames", smaller * s, failed,
-        )
-        cells = smaller
+        cells = _tiles_after_out_of_memory(vae, "decode", cells, lh, lw, failed)
 
 
 # --- encode ----------------------------------------------------------------------------------
@@ -279,9 +284,4 @@ def encode_video(vae: WanVAE, pixels: torch.Tensor, tile: int | None, overlap: i
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        _release_cached_memory(vae.device)
-        smaller = _smaller(cells, lh, lw)
-        if smaller is None:
-            raise torch.OutOfMemoryError(f"VAE encode ran out of memory even with {cells * s}px tiles ({failed}).")
-        log.warning("VAE encode ran out of memory; retrying with %dpx tiles (%s).", smaller * s, failed)
-        cells = smaller
+        cells = _tiles_after_out_of_memory(vae, "encode", cells, lh, lw, failed)

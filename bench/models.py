@@ -23,7 +23,7 @@ if str(REPO / "tests") not in sys.path:  # the test factories are plain modules 
 
 import dit_factory  # noqa: E402
 
-from wan_core.dit import DiTConfig  # noqa: E402
+from wan_core.config import DiTConfig  # noqa: E402
 
 # Names of ComfyUI's model folders the files go in.
 DIFFUSION_MODELS, VAE = "diffusion_models", "vae"

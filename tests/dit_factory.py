@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from wan_core.checkpoints import official_to_diffusers_key
 from wan_core.config import KIND_DEFAULTS, ModelKind
-from wan_core.dit import DiTConfig
+from wan_core.config import DiTConfig
 
 TINY_DIM = 256
 TINY_TEXT_DIM = 32

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from .config import KIND_DEFAULTS, ModelKind, kind_from_channels
-from .dit import DiTConfig, WanDiT
+from .config import DiTConfig
+from .dit import WanDiT
 from .errors import WanUserError
 from .layers import TorchOps
 from .weights import WEIGHT_DTYPES, RenamedStateDict, open_state_dict, tensor_shape

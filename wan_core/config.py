@@ -85,6 +85,31 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 
 
+@dataclass(frozen=True)
+class DiTConfig:
+    """The shape of one Wan DiT, read from its checkpoint (ComfyUI's WanModel takes these numbers)."""
+
+    dim: int
+    ffn_dim: int
+    num_heads: int
+    num_layers: int
+    in_dim: int
+    out_dim: int
+    text_dim: int = TEXT_DIM
+    freq_dim: int = FREQ_DIM
+    patch_size: tuple[int, int, int] = PATCH_SIZE
+    eps: float = EPS
+    text_len: int = TEXT_LEN
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def kind(self) -> ModelKind | None:
+        return kind_from_channels(self.in_dim, self.out_dim)
+
+
 def kind_from_channels(in_channels: int, out_channels: int) -> ModelKind | None:
     """The model kind a DiT with these channel counts belongs to, or None if no Wan2.2 kind."""
     for kind, d in KIND_DEFAULTS.items():

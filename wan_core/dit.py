@@ -22,33 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import config as C
+from .config import DiTConfig  # noqa: F401  (re-exported for older imports)
 from .attention import attention
 from .layers import TorchOps
 
 F32 = torch.float32
-
-
-@dataclass(frozen=True)
-class DiTConfig:
-    dim: int
-    ffn_dim: int
-    num_heads: int
-    num_layers: int
-    in_dim: int
-    out_dim: int
-    text_dim: int = C.TEXT_DIM
-    freq_dim: int = C.FREQ_DIM
-    patch_size: tuple[int, int, int] = C.PATCH_SIZE
-    eps: float = C.EPS
-    text_len: int = C.TEXT_LEN
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.num_heads
-
-    @property
-    def kind(self) -> C.ModelKind | None:
-        return C.kind_from_channels(self.in_dim, self.out_dim)
 
 
 # ---------------------------------------------------------------------------------------------

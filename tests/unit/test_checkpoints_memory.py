@@ -12,7 +12,7 @@ import pytest
 
 from tests.comfy_inprocess import REPO
 from tests.dit_factory import write_large_comfy_file
-from wan_core.dit import DiTConfig
+from wan_core.config import DiTConfig
 
 pytestmark = pytest.mark.slow
 

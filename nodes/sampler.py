@@ -9,11 +9,11 @@ from comfy_api.latest import io
 from comfy_execution.utils import get_executing_context
 
 from ..wan_core.comfy_bridge.experts import HIGH, LOW
+from ..wan_core.comfy_bridge.pair import Wan22ModelPair
 from ..wan_core.comfy_bridge.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, RunSettings, sample
 from ..wan_core.config import KIND_DEFAULTS, ModelKind
 from ..wan_core.errors import WanUserError
 from ..wan_core.schedule import check_boundary
-from ..wan_core.comfy_bridge.pair import Wan22ModelPair
 from .ui_events import send_event, send_progress_text
 
 log = logging.getLogger("ComfyUI-Wan22")

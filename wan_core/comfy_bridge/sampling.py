@@ -168,7 +168,7 @@ def sample(
         guider = ExpertPhaseGuider(model, settings.cfg_high if phase.expert == HIGH else settings.cfg_low)
         guider.set_conds(positive, negative)
 
-        def callback(step, denoised, x_now, _total, phase=phase):
+        def callback(step, denoised, x_now, _total, phase=phase, preview=preview):
             mm.throw_exception_if_processing_interrupted()
             preview(phase.start + step, denoised, x_now, schedule.steps)
             report.experts_used.append(phase.expert)

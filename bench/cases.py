@@ -40,6 +40,8 @@ class Case:
     server_args: tuple[str, ...] = ()  # given to both servers alike
     seed: int = 42
     notes: str = ""
+    native_not_run: str = ""  # why native's graph is not run for this case (empty: it is run)
+    memory_target_gb: float | None = None  # the pack's peak RSS target, reported against the measure
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -75,6 +77,33 @@ def _ti2v(name, cfg, dtype, width, height, frames, steps, **kw) -> Case:
     )
 
 
+def _expert_file_gb(spec: DiTSpec) -> float:
+    """The size of an expert's file, from its shapes and storage dtype (scaled fp8: fp8 matrices
+    with one fp32 scale each, the rest bf16), GB."""
+    from wan_core.checkpoints import expected_shapes
+
+    total = 0
+    for key, shape in expected_shapes(spec.config).items():
+        n = int(torch.Size(shape).numel())
+        matrix = len(shape) == 2 and key.endswith(".weight")
+        total += n * (spec.dtype.itemsize if matrix else 2) + (4 if matrix else 0)
+    return total / 1e9
+
+
+def real_a14b_fp8_case() -> Case:
+    """The real A14B pair (dim 5120, 40 layers, ffn 13824) in ComfyUI's scaled fp8, one high and
+    one low step at 64x64x5 (boundary 0.95 splits the 2-step shift-12 grid 1+1), the pack only:
+    its target is peak RSS <= 17.5 GB, one expert resident at a time."""
+    case = _a14b("a14b-real-fp8", dit_factory.real_config("t2v"), FP8, 64, 64, 5, 2, "tiny",
+                 pack_only=(), memory_target_gb=17.5)
+    case = replace(case, boundary=0.95, high=replace(case.high, fill="pool"), low=replace(case.low, fill="pool"))
+    both = _expert_file_gb(case.high) + _expert_file_gb(case.low)
+    return replace(case, native_not_run=(
+        f"native's graph (two UNETLoader) holds both experts in RAM: {both:.1f} GB of weights "
+        f"(2 x {both / 2:.1f} GB files) before any activation, more than this machine's RAM"),
+        notes="real A14B experts (scaled fp8, pool-filled random weights), tiny Wan2.1 VAE, 32 tokens")
+
+
 def _tiny_a14b_config(dim: int, layers: int, ffn: int):
     # dim a multiple of 128 and text_dim 4096: what native ComfyUI's Wan model accepts.
     return dit_factory.tiny_config("t2v", dim=dim, num_layers=layers, ffn_dim=ffn, text_dim=4096)
@@ -97,6 +126,7 @@ def cpu_cases() -> list[Case]:
         _ti2v("ti2v-5b-real", dit_factory.real_config("ti2v"), torch.bfloat16, 128, 128, 5, 5,
               server_args=("--bf16-unet",), pack_only=(),
               notes="real TI2V-5B DiT (bf16) and real Wan2.2 VAE, 32 tokens"),
+        real_a14b_fp8_case(),
     ]
 
 

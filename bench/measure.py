@@ -10,6 +10,9 @@ the end of a step; "executing" marks a node's start (the next one marks its end)
 - switch time: from the last high-noise tick to the first low-noise tick, minus one median step,
   so it is the time the switch adds (unload + load + first-step overhead).
 - decode time: the VAE decode node's start to the next node's start.
+- memory over the run (MemoryWatch): the RSS of the server's process tree, polled, each sample
+  labelled with its phase (the node executing; the sampler's phases by the expert it announced),
+  with the models ComfyUI holds loaded at that moment (the bench hook's /wan22_bench/loaded).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +56,9 @@ class GraphRun:
     latent_path: str | None = None
     reported: dict = field(default_factory=dict)  # the pack sampler's own summary
     notes: str = ""
+    tree_peak_rss: int | None = None  # bytes, the highest polled RSS of the server's process tree
+    phase_peak_rss: dict[str, int] = field(default_factory=dict)  # phase -> highest polled tree RSS
+    most_experts_resident: int | None = None  # the most pack experts held in RAM at once (polled)
 
     @property
     def step_median(self) -> float | None:
@@ -69,6 +76,60 @@ def proc_status_bytes(pid: int, field_name: str) -> int | None:
     return None
 
 
+def tree_rss(pid: int) -> int:
+    """VmRSS of a process and all its descendants, bytes."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += proc_status_bytes(p, "VmRSS") or 0
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return total
+
+
+class MemoryWatch(threading.Thread):
+    """Polls the server's process-tree RSS and the models it holds loaded while a prompt runs."""
+
+    def __init__(self, server, timeline: Timeline, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.server, self.timeline, self.interval = server, timeline, interval
+        self.samples: list[tuple[str, int, list]] = []  # (phase, tree RSS, loaded models)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            phase = self.timeline.phase()
+            try:
+                loaded = self.server.get_json("/wan22_bench/loaded", timeout=5)["loaded"]
+            except Exception:  # noqa: BLE001 - a busy or older server: RSS alone still counts
+                loaded = []
+            self.samples.append((phase, tree_rss(self.server.proc.pid), loaded))
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+    def fill(self, run: GraphRun) -> None:
+        for phase, rss, _ in self.samples:
+            run.phase_peak_rss[phase] = max(run.phase_peak_rss.get(phase, 0), rss)
+        if self.samples:
+            run.tree_peak_rss = max(rss for _, rss, _ in self.samples)
+            run.most_experts_resident = max(sum(map(_resident, loaded)) for _, _, loaded in self.samples)
+
+
+def _resident(model: dict) -> bool:
+    """A Wan DiT whose weights are in process memory: the pack's experts say how many bytes are no
+    longer file views; any other Wan model counts when ComfyUI holds it loaded."""
+    if "resident_bytes" in model:
+        return model["resident_bytes"] > 0
+    return model.get("class", "").startswith("WAN") and model.get("loaded_bytes", 0) > 0
+
+
 class Timeline:
     """Arrival times of one prompt's websocket messages."""
 
@@ -78,6 +139,13 @@ class Timeline:
         self.executing: list[tuple[float, str | None]] = []
         self.ticks: dict[str, list[float]] = {}
         self.events: list[tuple[float, dict]] = []
+        self.node: str | None = None  # executing now
+        self.expert: str | None = None  # the pack sampler's expert now
+
+    def phase(self) -> str:
+        if self.node is None:
+            return "idle"
+        return f"{self.node}:{self.expert}" if self.expert else self.node
 
     def __call__(self, msg: dict) -> None:
         now = time.perf_counter()
@@ -87,6 +155,9 @@ class Timeline:
         self.prompt_id = data.get("prompt_id") or self.prompt_id
         if kind == "executing":
             self.executing.append((now, data.get("node")))
+            self.node, self.expert = data.get("node"), None
+        elif kind == "wan22.sampler.expert":
+            self.expert = data.get("expert")
         elif kind in ("execution_success",):
             self.executing.append((now, None))
         elif kind == "progress" and data.get("node") is not None:
@@ -176,12 +247,17 @@ class BenchServer:
         self.graphs_run += 1
         run.idle_rss = proc_status_bytes(pid, "VmRSS")
         timeline = Timeline()
+        watch = MemoryWatch(self.server, timeline)
+        watch.start()
         try:
             history = self.server.run(graph, timeout=timeout, on_message=timeline)
         except (PromptFailed, AssertionError, TimeoutError) as e:
             text = str(e).strip()
             run.error = text.splitlines()[0][:300] if text else type(e).__name__
             return run
+        finally:
+            watch.stop()
+            watch.fill(run)
         run.peak_rss = proc_status_bytes(pid, "VmHWM")
         peaks = self.server.get_json("/wan22_bench/peaks")
         run.device_peak = peaks.get("device_peak_allocated_bytes")

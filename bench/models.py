@@ -2,8 +2,13 @@
 cache folder and reused by later runs (speed and memory do not depend on the weight values).
 
 Tiny models come from the test factories (tests/dit_factory.py, tests/vae_factory.py). Real-size DiTs (TI2V-5B: 10 GB in
-bf16, an A14B expert: 28.6 GB) are streamed to disk one tensor at a time, so writing one never
-holds more than its largest tensor in memory.
+bf16, an A14B expert: 28.6 GB, 14.3 GB in scaled fp8) are streamed to disk one tensor at a time, so
+writing one never holds more than its largest tensor in memory.
+
+`fill="pool"` (scaled fp8 only) writes each fp8 matrix from one pool of random fp8 values, read
+from a random offset per tensor: drawing an A14B pair's 28 billion numbers one by one takes over an
+hour on a 2-core machine, the pool writes at disk speed. Every weight is still a random value of
+the right spread (the scale is per tensor, as drawn); they only repeat with the pool's period.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ class DiTSpec:
     config: DiTConfig
     dtype: torch.dtype = torch.bfloat16
     seed: int = 0
+    fill: str = "random"  # or "pool" (scaled fp8): see the module's docstring
 
     @property
     def filename(self) -> str:
         c = self.config
-        return (f"{self.name}_d{c.dim}_l{c.num_layers}_f{c.ffn_dim}_t{c.text_dim}_{_DTYPE_TAG[self.dtype]}"
+        pool = "_pool" if self.fill == "pool" else ""
+        return (f"{self.name}_d{c.dim}_l{c.num_layers}_f{c.ffn_dim}_t{c.text_dim}_{_DTYPE_TAG[self.dtype]}{pool}"
                 f"_s{self.seed}.safetensors")
 
 
@@ -73,7 +80,7 @@ class ModelCache:
 
     def dit(self, spec: DiTSpec) -> str:
         return self._once(DIFFUSION_MODELS, spec.filename,
-                          lambda p: write_random_dit(p, spec.config, spec.dtype, spec.seed))
+                          lambda p: write_random_dit(p, spec.config, spec.dtype, spec.seed, spec.fill))
 
     def vae(self, kind: str, size: str) -> str:
         import vae_factory
@@ -115,11 +122,44 @@ def _stored(key: str, t: torch.Tensor, dtype: torch.dtype) -> list[tuple[str, to
     return [(key, t.to(dtype))]
 
 
-def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+POOL_BYTES = 64 * 2**20
+
+
+class _Fp8Pool:
+    """Random fp8 values spread over the format's range (|w| / scale then spans U(+-1/sqrt(fan_in))),
+    handed out as each tensor's bytes from a random offset, wrapping around."""
+
+    def __init__(self, dtype: torch.dtype, seed: int):
+        self.gen = torch.Generator().manual_seed(seed)
+        fmax = torch.finfo(dtype).max
+        values = (torch.rand(POOL_BYTES, generator=self.gen) * 2 - 1) * fmax
+        self.bytes = values.to(dtype).view(torch.uint8).numpy().tobytes()
+
+    def write(self, f, nbytes: int) -> None:
+        start = int(torch.randint(0, POOL_BYTES, (1,), generator=self.gen))
+        while nbytes > 0:
+            chunk = self.bytes[start:start + nbytes]
+            f.write(chunk)
+            nbytes -= len(chunk)
+            start = 0
+
+    @staticmethod
+    def scale(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        fan_in = 1
+        for n in shape[1:]:
+            fan_in *= n
+        return torch.tensor(1 / fan_in**0.5 / torch.finfo(dtype).max, dtype=torch.float32)
+
+
+def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                     fill: str = "random") -> Path:
     """A ComfyUI single-file DiT (official key names, no prefix) of random weights, streamed:
     the safetensors header is computed from the shapes, then each tensor is drawn and written."""
     shapes = dit_factory.state_dict_shapes(cfg)
     fp8 = dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+    if fill not in ("random", "pool") or (fill == "pool" and not fp8):
+        raise ValueError(f"fill={fill!r}: 'random', or 'pool' for scaled fp8 only")
+    pool = _Fp8Pool(dtype, seed) if fill == "pool" else None
     layout = []  # (key, dtype, shape) in file order, as _stored yields them
     for key, shape in shapes.items():
         if fp8 and len(shape) == 2 and key.endswith(".weight"):
@@ -143,6 +183,10 @@ def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bflo
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for key, shape in shapes.items():
+            if pool is not None and len(shape) == 2 and key.endswith(".weight"):
+                pool.write(f, header[key]["data_offsets"][1] - header[key]["data_offsets"][0])
+                f.write(pool.scale(shape, dtype).numpy().tobytes())
+                continue
             gen = torch.Generator().manual_seed(_tensor_seed(seed, key))
             for stored_key, t in _stored(key, _random_tensor(key, shape, gen), dtype):
                 assert header[stored_key]["dtype"] == _SAFETENSORS_DTYPE[t.dtype], stored_key

@@ -71,11 +71,30 @@ def ratio_table(results: list[CaseResult]) -> str:
     return "\n".join(rows)
 
 
+def memory_table(results: list[CaseResult]) -> str:
+    """Per phase: the highest polled RSS of the server's process tree (phases are the executing
+    node, the sampler's split by the expert it runs), and the most experts resident at once."""
+    head = "| case | graph | peak RSS GB (target) | most experts in RAM at once | peak RSS per phase GB |"
+    rows = [head, "|---|---|---|---|---|"]
+    for res in results:
+        for run in res.runs:
+            if not run.ok or not run.phase_peak_rss:
+                continue
+            target = res.case.memory_target_gb
+            met = "" if target is None else f" (<= {target:g}: {'met' if run.peak_rss / 1e9 <= target else 'MISSED'})"
+            phases = ", ".join(f"{name} {rss / 1e9:.2f}" for name, rss in run.phase_peak_rss.items())
+            rows.append(f"| {res.case.name} | {run.label} | {run.peak_rss / 1e9:.2f}{met} | "
+                        f"{_f(run.most_experts_resident, '{}')} | {phases} |")
+    return "\n".join(rows)
+
+
 def render(results: list[CaseResult], header: str = "") -> str:
     parts = [header] if header else []
     shared = any(r.shared_server for r in results)
     where = ("all graphs of a case in one server, peaks reset before each graph" if shared
              else "each graph in a fresh server")
     parts += [f"Per graph ({where}):", "", graph_table(results), "",
-              "Pack / native (below 1.00x: the pack is faster or smaller):", "", ratio_table(results)]
+              "Pack / native (below 1.00x: the pack is faster or smaller):", "", ratio_table(results), "",
+              "Memory over the run (peak: the server's VmHWM; per phase: its process tree's RSS polled "
+              "every 0.25 s; GB = 10^9 bytes here):", "", memory_table(results)]
     return "\n".join(parts) + "\n"

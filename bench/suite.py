@@ -79,6 +79,10 @@ def _run_row(case, files, label, sampler, scheduler, server: BenchServer, result
     if case.low is not None and result.switch_step is None:
         result.switch_step = server.switch_step(case.steps, case.shift, case.boundary, case.scheduler)
     native = label == "native"
+    if native and case.native_not_run:
+        run.error = f"not run: {case.native_not_run}"
+        log.info("[bench] %s: %s -> %s", case.name, label, run.error)
+        return run
     if native:
         graph = native_graph(case, files, result.switch_step)
     else:

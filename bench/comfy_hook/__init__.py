@@ -10,6 +10,9 @@ It caps device memory when WAN22_BENCH_VRAM_CAP_GB is set, to stand for a smalle
 cap through torch.cuda.set_per_process_memory_fraction, and the same budget told to ComfyUI's
 model management (its reserve), so that it offloads as it would on that card instead of
 planning with the whole GPU. GET /wan22_bench/peaks reports the process's peak memory.
+GET /wan22_bench/loaded lists the models ComfyUI holds loaded and, for the pack's file-backed
+experts, how many bytes of weights are process memory rather than file views (an expert resident
+in RAM), so a benchmark can check that one expert is held at a time.
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ def _register_routes() -> None:
             torch.cuda.reset_peak_memory_stats(0)
         return web.json_response(out)
 
+    @PromptServer.instance.routes.get("/wan22_bench/loaded")
+    async def loaded(request):
+        return web.json_response({"loaded": _loaded_models(), "host_rss_bytes": _status_bytes("VmRSS")})
+
     @PromptServer.instance.routes.get("/wan22_bench/peaks")
     async def peaks(request):
         import torch
@@ -119,6 +126,26 @@ def _register_routes() -> None:
                        device_peak_allocated_bytes=torch.cuda.max_memory_allocated(0),
                        device_peak_reserved_bytes=torch.cuda.max_memory_reserved(0))
         return web.json_response(out)
+
+
+def _loaded_models() -> list[dict]:
+    import comfy.model_management as mm
+
+    out = []
+    for entry in list(mm.current_loaded_models):
+        patcher = entry.model
+        if patcher is None:
+            continue
+        model = patcher.model
+        views = model.__dict__.get("wan22_file_views")
+        item = {"class": type(model).__name__, "loaded_bytes": int(patcher.loaded_size()),
+                "checkpoint": str(getattr(model, "wan22_checkpoint", "") or "").rsplit("/", 1)[-1]}
+        if views is not None:  # the pack's expert: weights that are no longer their file views
+            tensors = model.diffusion_model.state_dict(keep_vars=True)
+            item["resident_bytes"] = sum(t.numel() * t.element_size() for name, v in views.items()
+                                         if (t := tensors.get(name)) is not None and t.data_ptr() != v.data_ptr())
+        out.append(item)
+    return out
 
 
 _cap_device_memory()

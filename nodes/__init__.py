@@ -1,7 +1,11 @@
 """The pack's ComfyUI nodes (V3 schema): thin classes that validate inputs, call wan_core and
 shape outputs. Each node module lists its classes here."""
 
+from ..wan_core.comfy_bridge import pack_caches
 from . import latent, loader, sampler, text, vae, video
+
+# The pack's caches are freed when ComfyUI unloads all models (/free, out of memory).
+pack_caches.install()
 
 NODE_LIST: list = []
 NODE_LIST += text.NODES

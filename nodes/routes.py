@@ -8,6 +8,8 @@ message naming the value.
 
 `GET /wan22/loaded_models` lists what comfy.model_management holds loaded right now, so users (and
 the server tests) can see, e.g., that umT5 left after encoding and that one expert is loaded at a time.
+`GET /wan22/caches` says what the pack caches (text encoders alive, their cached embeddings and
+bytes), which ComfyUI's `/free` empties (wan_core/comfy_bridge/pack_caches.py).
 
 The routes register themselves on import when a ComfyUI server is running (ComfyUI creates its
 PromptServer before it loads custom nodes); imported without one (in-process tests) nothing happens.
@@ -20,6 +22,7 @@ import math
 import sys
 from collections.abc import Mapping
 
+from ..wan_core.comfy_bridge.pack_caches import cache_report
 from ..wan_core.comfy_bridge.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, build_schedule
 from ..wan_core.config import KIND_DEFAULTS, ModelKind
 from ..wan_core.errors import WanUserError
@@ -29,6 +32,7 @@ log = logging.getLogger("ComfyUI-Wan22")
 
 SCHEDULE_PATH = "/wan22/schedule"
 LOADED_MODELS_PATH = "/wan22/loaded_models"
+CACHES_PATH = "/wan22/caches"
 # The route's own cost limit (a plot of more steps than this says nothing more).
 MAX_STEPS = 10000
 # The widgets use_release_defaults replaces with the loaded model's release values.
@@ -167,9 +171,16 @@ async def get_loaded_models(request):
     return web.json_response(rows)
 
 
+async def get_caches(request):
+    from aiohttp import web
+
+    return web.json_response(cache_report())
+
+
 def register_routes(routes) -> None:
     routes.get(SCHEDULE_PATH)(get_schedule)
     routes.get(LOADED_MODELS_PATH)(get_loaded_models)
+    routes.get(CACHES_PATH)(get_caches)
 
 
 def _register_with_running_server() -> None:
@@ -180,7 +191,7 @@ def _register_with_running_server() -> None:
     if instance is None:
         return
     register_routes(instance.routes)
-    log.debug("[ComfyUI-Wan22] routes %s, %s registered", SCHEDULE_PATH, LOADED_MODELS_PATH)
+    log.debug("[ComfyUI-Wan22] routes %s, %s, %s registered", SCHEDULE_PATH, LOADED_MODELS_PATH, CACHES_PATH)
 
 
 _register_with_running_server()

@@ -5,7 +5,8 @@ The object on the WAN22_TEXT_ENCODER socket is a `TextEncoderHandle`: the file a
 ModelPatcher built only when a prompt is not yet cached, and a small cache of embeddings. After
 encoding, unless asked to keep it, the patcher leaves `current_loaded_models` and the module is
 dropped, so umT5-XXL costs neither VRAM nor private RAM while the experts sample (its weights are
-memory-mapped from the file and come back in seconds on the next new prompt).
+memory-mapped from the file and come back in seconds on the next new prompt). When ComfyUI
+unloads all models (`/free`), the embedding caches are dropped too (pack_caches).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from ..text_encoder_files import inspect_text_encoder, load_text_encoder
 from ..weights import WEIGHT_DTYPES as ALL_WEIGHT_DTYPES
 from .experts import unload
+from .pack_caches import track_text_encoder
 
 log = logging.getLogger("ComfyUI-Wan22")
 
@@ -45,6 +47,7 @@ class TextEncoderHandle:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # how many times the weights were read (the cache keeps this low)
+        track_text_encoder(self)
 
     def _ensure_patcher(self) -> comfy.model_patcher.ModelPatcher:
         if self.patcher is None:
@@ -81,6 +84,19 @@ class TextEncoderHandle:
         self._cache[text] = embedding
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
+
+    def clear_cache(self) -> tuple[int, int]:
+        """Forgets every cached embedding; returns how many there were and their bytes."""
+        with self._lock:
+            count, nbytes = self.cached_count(), self.cached_bytes()
+            self._cache.clear()
+        return count, nbytes
+
+    def cached_count(self) -> int:
+        return len(self._cache)
+
+    def cached_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in list(self._cache.values()))
 
     def release(self) -> None:
         """Out of current_loaded_models and out of memory; the next new prompt reloads from the file."""

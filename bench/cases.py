@@ -42,6 +42,7 @@ class Case:
     notes: str = ""
     native_not_run: str = ""  # why native's graph is not run for this case (empty: it is run)
     memory_target_gb: float | None = None  # the pack's peak RSS target, reported against the measure
+    repeat_prompts: int = 0  # > 0: the pack's graph this many times in one server, new seed each (RSS after each)
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -68,10 +69,10 @@ def _a14b(name, cfg, dtype, width, height, frames, steps, vae_size, **kw) -> Cas
     )
 
 
-def _ti2v(name, cfg, dtype, width, height, frames, steps, **kw) -> Case:
+def _ti2v(name, cfg, dtype, width, height, frames, steps, fill="random", **kw) -> Case:
     d = KIND_DEFAULTS[ModelKind.TI2V]
     return Case(
-        name=name, kind=ModelKind.TI2V, high=DiTSpec(f"{cfg.dim}_ti2v", cfg, dtype, seed=3), low=None,
+        name=name, kind=ModelKind.TI2V, high=DiTSpec(f"{cfg.dim}_ti2v", cfg, dtype, seed=3, fill=fill), low=None,
         vae=("wan2.2", "real"), width=width, height=height, frames=frames, steps=steps,
         cfg_high=d.cfg_high, cfg_low=d.cfg_high, shift=d.shift, boundary=None, **kw,
     )
@@ -127,6 +128,11 @@ def cpu_cases() -> list[Case]:
               server_args=("--bf16-unet",), pack_only=(),
               notes="real TI2V-5B DiT (bf16) and real Wan2.2 VAE, 32 tokens"),
         real_a14b_fp8_case(),
+        # RAM across runs on the real 5B: 6 prompts in one server, new seed each, 1 step each.
+        _ti2v("rss-across-runs-5b", dit_factory.real_config("ti2v"), torch.bfloat16, 128, 128, 5, 1,
+              fill="pool", server_args=("--bf16-unet",), pack_only=(), repeat_prompts=6,
+              native_not_run="RSS across runs is measured on the pack's graph only",
+              notes="real TI2V-5B DiT (bf16, pool-filled) and real Wan2.2 VAE; the pack's graph 6 times"),
     ]
 
 

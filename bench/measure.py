@@ -59,6 +59,7 @@ class GraphRun:
     tree_peak_rss: int | None = None  # bytes, the highest polled RSS of the server's process tree
     phase_peak_rss: dict[str, int] = field(default_factory=dict)  # phase -> highest polled tree RSS
     most_experts_resident: int | None = None  # the most pack experts held in RAM at once (polled)
+    rss_after_prompts: list[int] = field(default_factory=list)  # bytes, VmRSS after each prompt of a series
 
     @property
     def step_median(self) -> float | None:

@@ -5,10 +5,11 @@ Tiny models come from the test factories (tests/dit_factory.py, tests/vae_factor
 bf16, an A14B expert: 28.6 GB, 14.3 GB in scaled fp8) are streamed to disk one tensor at a time, so
 writing one never holds more than its largest tensor in memory.
 
-`fill="pool"` (scaled fp8 only) writes each fp8 matrix from one pool of random fp8 values, read
-from a random offset per tensor: drawing an A14B pair's 28 billion numbers one by one takes over an
-hour on a 2-core machine, the pool writes at disk speed. Every weight is still a random value of
-the right spread (the scale is per tensor, as drawn); they only repeat with the pool's period.
+`fill="pool"` writes each matrix weight from a pool of random values, read from a random offset
+per tensor: drawing an A14B pair's 28 billion numbers one by one takes over an hour on a 2-core
+machine, the pool writes at disk speed. Every weight is still a random value of the right spread
+(scaled fp8: one pool over the format's range, the scale per tensor; other dtypes: one pool per
+fan-in); they only repeat with the pool's period.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class DiTSpec:
     config: DiTConfig
     dtype: torch.dtype = torch.bfloat16
     seed: int = 0
-    fill: str = "random"  # or "pool" (scaled fp8): see the module's docstring
+    fill: str = "random"  # or "pool": see the module's docstring
 
     @property
     def filename(self) -> str:
@@ -125,30 +126,36 @@ def _stored(key: str, t: torch.Tensor, dtype: torch.dtype) -> list[tuple[str, to
 POOL_BYTES = 64 * 2**20
 
 
-class _Fp8Pool:
-    """Random fp8 values spread over the format's range (|w| / scale then spans U(+-1/sqrt(fan_in))),
-    handed out as each tensor's bytes from a random offset, wrapping around."""
+class _Pool:
+    """Random values of a matrix's spread, handed out as each tensor's bytes from a random offset,
+    wrapping around. Scaled fp8: values over the format's range (|w| * scale then spans
+    U(+-1/sqrt(fan_in))); other dtypes: U(+-1/sqrt(fan_in)) itself, one pool per fan-in."""
 
     def __init__(self, dtype: torch.dtype, seed: int):
-        self.gen = torch.Generator().manual_seed(seed)
-        fmax = torch.finfo(dtype).max
-        values = (torch.rand(POOL_BYTES, generator=self.gen) * 2 - 1) * fmax
-        self.bytes = values.to(dtype).view(torch.uint8).numpy().tobytes()
+        self.dtype, self.gen = dtype, torch.Generator().manual_seed(seed)
+        self.fp8 = dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+        self.pools: dict[int, bytes] = {}
 
-    def write(self, f, nbytes: int) -> None:
-        start = int(torch.randint(0, POOL_BYTES, (1,), generator=self.gen))
+    def _pool(self, fan_in: int) -> bytes:
+        key = 0 if self.fp8 else fan_in
+        if key not in self.pools:
+            spread = torch.finfo(self.dtype).max if self.fp8 else 1 / fan_in**0.5
+            values = (torch.rand(POOL_BYTES // self.dtype.itemsize, generator=self.gen) * 2 - 1) * spread
+            self.pools[key] = values.to(self.dtype).view(torch.uint8).numpy().tobytes()
+        return self.pools[key]
+
+    def write(self, f, shape: tuple[int, ...]) -> None:
+        fan_in = int(torch.Size(shape[1:]).numel())
+        pool = self._pool(fan_in)
+        nbytes = int(torch.Size(shape).numel()) * self.dtype.itemsize
+        start = int(torch.randint(0, len(pool) // self.dtype.itemsize, (1,), generator=self.gen)) * self.dtype.itemsize
         while nbytes > 0:
-            chunk = self.bytes[start:start + nbytes]
+            chunk = pool[start:start + nbytes]
             f.write(chunk)
             nbytes -= len(chunk)
             start = 0
-
-    @staticmethod
-    def scale(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        fan_in = 1
-        for n in shape[1:]:
-            fan_in *= n
-        return torch.tensor(1 / fan_in**0.5 / torch.finfo(dtype).max, dtype=torch.float32)
+        if self.fp8:
+            f.write(torch.tensor(1 / fan_in**0.5 / torch.finfo(self.dtype).max).numpy().tobytes())
 
 
 def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
@@ -157,9 +164,9 @@ def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bflo
     the safetensors header is computed from the shapes, then each tensor is drawn and written."""
     shapes = dit_factory.state_dict_shapes(cfg)
     fp8 = dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
-    if fill not in ("random", "pool") or (fill == "pool" and not fp8):
-        raise ValueError(f"fill={fill!r}: 'random', or 'pool' for scaled fp8 only")
-    pool = _Fp8Pool(dtype, seed) if fill == "pool" else None
+    if fill not in ("random", "pool"):
+        raise ValueError(f"fill={fill!r}: 'random' or 'pool'")
+    pool = _Pool(dtype, seed) if fill == "pool" else None
     layout = []  # (key, dtype, shape) in file order, as _stored yields them
     for key, shape in shapes.items():
         if fp8 and len(shape) == 2 and key.endswith(".weight"):
@@ -184,8 +191,7 @@ def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bflo
         f.write(blob)
         for key, shape in shapes.items():
             if pool is not None and len(shape) == 2 and key.endswith(".weight"):
-                pool.write(f, header[key]["data_offsets"][1] - header[key]["data_offsets"][0])
-                f.write(pool.scale(shape, dtype).numpy().tobytes())
+                pool.write(f, shape)  # and its scale_weight, for scaled fp8
                 continue
             gen = torch.Generator().manual_seed(_tensor_seed(seed, key))
             for stored_key, t in _stored(key, _random_tensor(key, shape, gen), dtype):

@@ -85,6 +85,16 @@ def memory_table(results: list[CaseResult]) -> str:
             phases = ", ".join(f"{name} {rss / 1e9:.2f}" for name, rss in run.phase_peak_rss.items())
             rows.append(f"| {res.case.name} | {run.label} | {run.peak_rss / 1e9:.2f}{met} | "
                         f"{_f(run.most_experts_resident, '{}')} | {phases} |")
+    series = [(res, run) for res in results for run in res.runs if run.rss_after_prompts]
+    for res, run in series:
+        after = run.rss_after_prompts
+        ref = after[min(4, len(after) - 1)]
+        drift = max(abs(r / ref - 1) for r in after[min(4, len(after) - 1):])
+        rows.append("")
+        rows.append(f"{res.case.name}: RSS after each of {len(after)} prompts (GB): "
+                    f"{', '.join(f'{r / 1e9:.2f}' for r in after)}; largest drift from prompt "
+                    f"{min(5, len(after))} on: {drift:.1%}; from prompt 2 on: "
+                    f"{max(abs(r / after[1] - 1) for r in after[1:]) if len(after) > 1 else 0:.1%}")
     return "\n".join(rows)
 
 

@@ -57,6 +57,8 @@ def run_case(case: Case, cache: ModelCache, out: Path, timeout: float = 7200, sh
     workdir = out / "runs" / case.name
     rows = [("pack", case.sampler, case.scheduler), ("native", case.sampler, case.scheduler)]
     rows += [(f"pack {s}/{sch}", s, sch) for s, sch in case.pack_only]
+    if case.repeat_prompts:
+        rows = rows[:2]
 
     def server_for(label: str) -> BenchServer:
         return BenchServer(workdir / ("shared" if shared_server else _slug(label)), cache.models,
@@ -102,6 +104,8 @@ def _run_row(case, files, label, sampler, scheduler, server: BenchServer, result
     same_grid = scheduler == case.scheduler
     sampler_nodes = ["sampler"] if not native or case.low is None else ["sampler_high", "sampler_low"]
     server.run(graph, run, sampler_nodes, result.switch_step if same_grid else None, timeout)
+    if run.ok and case.repeat_prompts:
+        _repeat(case, graph, run, server, timeout)
     if run.ok:
         run.switch_step = run.reported.get("switch_step", result.switch_step if native else None)
         if not same_grid and case.low is not None:
@@ -111,6 +115,21 @@ def _run_row(case, files, label, sampler, scheduler, server: BenchServer, result
                         run.switch_step, result.switch_step)
     log.info("[bench] %s: %s -> %s", case.name, label, "ok" if run.ok else run.error)
     return run
+
+
+def _repeat(case: Case, graph: dict, run: GraphRun, server: BenchServer, timeout: float) -> None:
+    """RAM across runs: the same graph again in the same server with a new seed each time, the
+    server's RSS after each prompt (the first prompt's is already measured)."""
+    from .measure import proc_status_bytes
+
+    pid = server.server.proc.pid
+    run.rss_after_prompts.append(proc_status_bytes(pid, "VmRSS"))
+    for i in range(1, case.repeat_prompts):
+        graph["sampler"]["inputs"]["seed"] = case.seed + i
+        server.server.run(graph, timeout=timeout)
+        run.rss_after_prompts.append(proc_status_bytes(pid, "VmRSS"))
+        log.info("[bench] %s: prompt %d, RSS %.2f GB", case.name, i + 1, run.rss_after_prompts[-1] / 2**30)
+    run.peak_rss = proc_status_bytes(pid, "VmHWM")
 
 
 def _take_out_switch_gap(run: GraphRun) -> None:

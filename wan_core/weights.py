@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import struct
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -118,11 +119,38 @@ class SafetensorsFile(Mapping):
                 done += n
         return out
 
+    def drop_mapped_pages(self) -> int:
+        """Gives the map's resident pages back to the kernel (madvise MADV_DONTNEED): they leave
+        this process's RSS, and the next read of a view faults them in again from the page cache
+        or the disk. The map is private and the views are only read (a patch applied in place is
+        undone before unloading), so what comes back is the file's content. Returns the bytes."""
+        if self._storage is None or sys.platform != "linux":
+            return 0
+        import ctypes
+        import mmap
+
+        addr, nbytes = self._storage.data_ptr(), self._storage.nbytes()
+        start = addr - addr % mmap.PAGESIZE
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        if libc.madvise(start, nbytes + addr - start, 4):  # 4: MADV_DONTNEED
+            return 0
+        return nbytes
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.header)
 
     def __len__(self) -> int:
         return len(self.header)
+
+
+def safetensors_files(source: Mapping[str, torch.Tensor]) -> list[SafetensorsFile]:
+    """The memory-mapped files behind a lazy mapping from `open_state_dict`."""
+    if isinstance(source, RenamedStateDict):
+        return safetensors_files(source.source)
+    if isinstance(source, ShardedStateDict):
+        return [f for part in source.parts for f in safetensors_files(part)]
+    return [source] if isinstance(source, SafetensorsFile) else []
 
 
 def _read_safetensors_header(path: Path) -> tuple[dict, dict, int]:

@@ -23,6 +23,7 @@ import torch
 from ..schedule import HIGH_NOISE as HIGH
 from ..schedule import LOW_NOISE as LOW
 from ..schedule import SigmaSchedule
+from .resident_weights import file_view_bytes
 
 log = logging.getLogger("ComfyUI-Wan22")
 
@@ -119,6 +120,10 @@ def make_room_for(incoming, outgoing) -> bool:
     device = incoming.load_device
     needed = incoming.model_size() - incoming.loaded_size() + mm.minimum_inference_memory()
     free = mm.get_free_memory(device)
+    if device.type == "cpu":
+        # An outgoing expert that computed from its file views holds them as page cache, which
+        # the estimate counts as free: they are not free while it stays loaded.
+        free -= file_view_bytes(outgoing)
     if free >= needed:
         log.info("[ComfyUI-Wan22] both experts fit on %s (%.2f GB free, %.2f GB needed): the outgoing one stays",
                  device, free / 2**30, needed / 2**30)

@@ -11,7 +11,9 @@ moments need care, because a file view is not ordinary memory:
 - Page-locking. Partial loading on a GPU pins the weights it leaves on the host; pinning a file
   view would lock the page cache. A weight is copied into process memory before it is pinned.
 - Unloading. Whatever the device, an unloaded expert goes back to its file views (copies made
-  for the CPU, weights brought back from a GPU), so it holds no host RAM while idle.
+  for the CPU, weights brought back from a GPU), so it holds no host RAM while idle. An expert
+  that computed from its views (too little RAM for a copy) leaves the file's pages mapped in the
+  process: they are given back too, or the idle expert would keep its whole file in RSS.
 
 The hooks are ModelPatcher callbacks and a ModelPatcher subclass (clones keep the class), so
 model management's ordinary load, offload and unload drive them and LoRA clones share them;
@@ -28,7 +30,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
-from ..weights import file_holding
+from ..weights import file_holding, safetensors_files
 
 # A copy is made only when this much more RAM than the weights is free, so loading cannot be
 # what pushes the machine out of memory (the file views then keep working, only slower).
@@ -100,3 +102,17 @@ def _on_detach(patcher, unpatch_all):
             continue
         if t.dtype == view.dtype and t.shape == view.shape:
             t.data = view
+    source = patcher.model.__dict__.get("wan22_weight_source")
+    if source is not None:
+        for file in safetensors_files(source):
+            file.drop_mapped_pages()
+
+
+def file_view_bytes(patcher) -> int:
+    """Bytes of the expert's weights that are views of its file right now. On the CPU they are
+    page cache, which the free-memory estimate counts as free although the expert reads them."""
+    source = getattr(patcher.model, "wan22_weight_source", None)
+    if source is None:
+        return 0
+    return sum(t.numel() * t.element_size() for t in _tensors(patcher.model).values()
+               if file_holding(source, t.data) is not None)

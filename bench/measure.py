@@ -100,6 +100,8 @@ class MemoryWatch(threading.Thread):
         self.server, self.timeline, self.interval = server, timeline, interval
         self.samples: list[tuple[str, int, list]] = []  # (phase, tree RSS, loaded models)
         self._done = threading.Event()
+        # A phase shorter than the interval still gets a sample: one at each phase change.
+        timeline.on_phase = lambda phase: self.samples.append((phase, tree_rss(server.proc.pid), []))
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -142,6 +144,7 @@ class Timeline:
         self.events: list[tuple[float, dict]] = []
         self.node: str | None = None  # executing now
         self.expert: str | None = None  # the pack sampler's expert now
+        self.on_phase = None  # called with the new phase when it changes
 
     def phase(self) -> str:
         if self.node is None:
@@ -157,8 +160,12 @@ class Timeline:
         if kind == "executing":
             self.executing.append((now, data.get("node")))
             self.node, self.expert = data.get("node"), None
+            if self.on_phase:
+                self.on_phase(self.phase())
         elif kind == "wan22.sampler.expert":
             self.expert = data.get("expert")
+            if self.on_phase:
+                self.on_phase(self.phase())
         elif kind in ("execution_success",):
             self.executing.append((now, None))
         elif kind == "progress" and data.get("node") is not None:

@@ -54,6 +54,11 @@ def test_measurements_are_present_and_sane(smoke):
         assert run["peak_rss"] >= run["idle_rss"] > 100 * 2**20
         assert run["device_peak"] is None  # CPU run: no device memory to report
         assert run["switch_step"] == k, run["label"]  # native split where the pack switched
+        # The memory watch sampled each phase: the pack's sampler by expert, native's by node.
+        phases = set(run["phase_peak_rss"])
+        expected = {"sampler:high", "sampler:low"} if run["label"].startswith("pack") else {"sampler_high", "sampler_low"}
+        assert expected <= phases, (run["label"], phases)
+        assert run["tree_peak_rss"] > 100 * 2**20 and run["most_experts_resident"] >= 1
 
 
 def test_final_latents_of_the_two_graphs_agree(smoke):

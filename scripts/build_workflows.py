@@ -185,10 +185,10 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         ("clip", "CLIP", "negative", "clip"),
         ("positive", "CONDITIONING", "sampler", "positive"),
         ("negative", "CONDITIONING", "sampler", "negative"),
-        ("vae", "WAN22_VAE", "latent", "vae"),
+        ("vae", "VAE", "latent", "vae"),
         ("latent", "LATENT", "sampler", "latent"),
         ("sampler", "LATENT", "decode", "samples"),
-        ("vae", "WAN22_VAE", "decode", "vae"),
+        ("vae", "VAE", "decode", "vae"),
         ("decode", "IMAGE", "combine", "images"),
     ]
     size_group = ["latent"]

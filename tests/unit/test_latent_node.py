@@ -20,6 +20,7 @@ comfy_inprocess.pack()
 from comfyui_wan22.nodes.latent import Wan22VideoLatent  # noqa: E402
 from comfyui_wan22.nodes.sampler import START_IMAGE_KEY  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.vae_patcher import load_comfy_vae  # noqa: E402
+from comfyui_wan22.wan_core.comfy_bridge.vae_stream import encode  # noqa: E402
 from comfyui_wan22.wan_core.errors import WanUserError  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def test_i2v_conditioning_is_the_image_then_grey_frames_encoded(vaes):
     # The release stretches with bicubic interpolation and no clamp.
     stretched = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(32, 48), mode="bicubic")
     video = torch.cat([stretched.unsqueeze(2) * 2 - 1, torch.zeros(1, 3, 8, 32, 48)], dim=2)
-    torch.testing.assert_close(start["concat_latent_image"], vae.encode(video), atol=1e-4, rtol=0)
+    torch.testing.assert_close(start["concat_latent_image"], encode(vae, video), atol=1e-4, rtol=0)
     assert start["concat_mask"].shape == (1, 1, 3, 4, 6)
     assert start["concat_mask"][:, :, 0].eq(0).all() and start["concat_mask"][:, :, 1:].eq(1).all()
 
@@ -65,7 +66,7 @@ def test_ti2v_first_latent_frame_is_the_encoded_image_with_a_noise_mask(vaes):
     vae = vaes["wan2.2"]
     image = gradient_image(64, 32)  # already covers 32x32: only the centre crop applies
     latent = make_latent(vae, 32, 32, 9, start_image=image)
-    first = vae.encode(image.movedim(-1, 1)[:, :, 16:48, :].unsqueeze(2) * 2 - 1)
+    first = encode(vae, image.movedim(-1, 1)[:, :, 16:48, :].unsqueeze(2) * 2 - 1)
     torch.testing.assert_close(latent["samples"][:, :, :1], first, atol=1e-4, rtol=0)
     assert torch.count_nonzero(latent["samples"][:, :, 1:]) == 0
     mask = latent["noise_mask"]

@@ -178,11 +178,10 @@ def decode_iter(vae, latent: torch.Tensor, tile: int | None = None, overlap: int
 def _decode_iter(vae, codec, latent, tile, overlap, latent_name) -> Iterator[torch.Tensor]:
     _load(vae, codec, streaming.decode_bytes_per_pixel(codec))
     free = mm.get_free_memory(codec.device) if tile is None else None
-    chunks = streaming.decode_video(codec, latent, tile=tile, overlap=overlap, free_memory=free, name=latent_name)
+    chunks = streaming.decode_video(codec, latent, tile=tile, overlap=overlap, free_memory=free, name=latent_name,
+                                    check=mm.throw_exception_if_processing_interrupted)
     try:
-        for chunk in chunks:
-            mm.throw_exception_if_processing_interrupted()
-            yield chunk
+        yield from chunks
     finally:
         chunks.close()
         mm.soft_empty_cache()

@@ -175,17 +175,22 @@ def output_frames(latent_frames: int, stride_t: int) -> list[tuple[int, int]]:
     return [(0, 1)] + [(1 + stride_t * (k - 1), 1 + stride_t * k) for k in range(1, latent_frames)]
 
 
-def _decode_whole_frames(codec: Codec, latent: torch.Tensor) -> Iterator[torch.Tensor]:
+def _no_check() -> None:
+    pass
+
+
+def _decode_whole_frames(codec: Codec, latent: torch.Tensor, check=_no_check) -> Iterator[torch.Tensor]:
     state = codec.new_state()
     for k in range(latent.shape[2]):
         z = latent[:, :, k : k + 1].to(codec.device, codec.dtype)
         px = codec.decode_chunk(z, state)
+        check()
         del z
         yield px.float().cpu()
         del px
 
 
-def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid) -> Iterator[torch.Tensor]:
+def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid, check=_no_check) -> Iterator[torch.Tensor]:
     """Every tile through all latent frames with its own cache (freed after the tile), blended
     into one float32 result that is then handed out in the usual chunks."""
     b, _, frames, _, _ = latent.shape
@@ -201,6 +206,7 @@ def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid) -> It
             px = codec.decode_chunk(z, state).float().cpu()
             out[:, :, t0:t1, oy, ox] += px * weight
             del z, px
+            check()
         del state
     out /= grid.total
     for t0, t1 in spans:
@@ -209,13 +215,14 @@ def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid) -> It
 
 def decode_video(
     codec: Codec, latent: torch.Tensor, tile: int | None, overlap: int | None, free_memory: int | None,
-    name: str = "samples",
+    name: str = "samples", check=_no_check,
 ) -> Iterator[torch.Tensor]:
     """Raw latent [B, z, T, h, w] -> pixel chunks [B, 3, t, H, W] in [-1, 1], float32 on the CPU,
     in order (1 frame, then 4 per latent frame).
 
     tile: spatial tile in pixels; 0 = whole frames; None = whole frames when they fit
-    `free_memory` (default: the device's free memory now), else the largest tile that fits."""
+    `free_memory` (default: the device's free memory now), else the largest tile that fits.
+    check: called after every decoded chunk (the caller's interruption check raises from it)."""
     kind = codec.cfg.kind
     check_latent(latent, kind.z_dim, kind.name, name)
     s = kind.stride[1]
@@ -228,7 +235,7 @@ def decode_video(
                         "(seams differ slightly from an untiled decode).", lw * s, lh * s, cells * s)
     else:
         cells = _tile_cells(tile, s)
-    return _decode_with_retry(codec, latent, cells, overlap)
+    return _decode_with_retry(codec, latent, cells, overlap, check)
 
 
 def _tiles_after_out_of_memory(codec, what: str, cells: int, lh: int, lw: int, failed: str) -> int:
@@ -247,7 +254,7 @@ def _tiles_after_out_of_memory(codec, what: str, cells: int, lh: int, lw: int, f
     return smaller
 
 
-def _decode_with_retry(codec, latent, cells, overlap) -> Iterator[torch.Tensor]:
+def _decode_with_retry(codec, latent, cells, overlap, check=_no_check) -> Iterator[torch.Tensor]:
     s = codec.cfg.kind.stride[1]
     lh, lw = latent.shape[3], latent.shape[4]
     done = 0  # latent frames already handed out
@@ -256,8 +263,8 @@ def _decode_with_retry(codec, latent, cells, overlap) -> Iterator[torch.Tensor]:
         failed = None
         try:
             with torch.no_grad():
-                chunks = _decode_whole_frames(codec, latent) if len(grid) == 1 else _decode_tile_major(
-                    codec, latent, grid)
+                chunks = _decode_whole_frames(codec, latent, check) if len(grid) == 1 else _decode_tile_major(
+                    codec, latent, grid, check)
                 for k, chunk in enumerate(chunks):
                     if k >= done:  # after a retry, frames already handed out are recomputed, not repeated
                         done = k + 1

@@ -69,8 +69,8 @@ def simple_sigmas(steps: int, shift: float) -> list[float]:
 
 @dataclass(frozen=True)
 class Split:
-    steps: int = 6
-    switch: int = 3  # the first step of the low-noise expert
+    steps: int = 4
+    switch: int = 2  # the first step of the low-noise expert
     shift: float = 5.0
     cfg_high: float = 3.5
     cfg_low: float = 2.5
@@ -86,23 +86,9 @@ class Split:
         return round((last_high + first_low) / 2000, 3)
 
 
-# Transitional: main before the lead's "Native types:" commit has WAN22_MODEL and its bridge
-# nodes; `use_legacy_types` is set from the server's node list. Goes when main has the new types.
-LEGACY_TYPES = False
-
-
-def use_legacy_types(server) -> bool:
-    global LEGACY_TYPES
-    LEGACY_TYPES = "Wan22ModelsToPair" in server.get_json("/object_info")
-    return LEGACY_TYPES
-
-
 def pack_models(p: Prompt, model: str, low_noise_model: str | None = None, weight_dtype: str = "default"):
     """The pack's loader: (model, low_noise_model) MODEL sockets, the second None without a partner."""
     loader = p.add("Wan22ModelLoader", model=model, low_noise_model=low_noise_model or "none", weight_dtype=weight_dtype)
-    if LEGACY_TYPES:
-        experts = p.add("Wan22ExpertsToModels", model=out(loader))
-        return out(experts, 0), (out(experts, 1) if low_noise_model else None)
     return out(loader, 0), (out(loader, 1) if low_noise_model else None)
 
 
@@ -112,9 +98,6 @@ def native_model(p: Prompt, name: str) -> list:
 
 def pack_sample(p: Prompt, model, low, positive, negative, latent, split: Split) -> str:
     """The pack's sampler, release defaults off, euler / simple; `low` None for a single model."""
-    if LEGACY_TYPES:
-        pair = dict(high_noise=model) if low is None else dict(high_noise=model, low_noise=low)
-        model, low = out(p.add("Wan22ModelsToPair", **pair)), None
     inputs = dict(model=model, positive=positive, negative=negative, latent=latent, seed=split.seed,
                   steps=split.steps, use_release_defaults=False, cfg=split.cfg_high, cfg_low_noise=split.cfg_low,
                   shift=split.shift, boundary=split.boundary, sampler_name="euler", scheduler="simple", denoise=1.0)

@@ -27,16 +27,15 @@ from native_parity import (  # noqa: E402
     Split,
     assert_changes,
     assert_equal_latents,
-    relative_error,
     native_model,
     native_sample,
     out,
     pack_models,
     pack_sample,
+    relative_error,
     run_latents,
     sampler_summary,
     save_latent,
-    use_legacy_types,
     write_lora,
 )
 from vae_factory import write_vae  # noqa: E402
@@ -71,7 +70,6 @@ def server(comfy_server):
     rng = np.random.default_rng(6)
     for name in (START, END):
         Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(comfy_server.base_dir / "input" / name)
-    use_legacy_types(comfy_server)
     return comfy_server
 
 
@@ -159,7 +157,8 @@ def test_easycache_skips_in_each_phase_with_fresh_state(server):
         return out(p.add("EasyCache", model=model, reuse_threshold=3.0, start_percent=0.0, end_percent=1.0,
                          verbose=False))
 
-    split = Split(steps=8, switch=4)
+    # EasyCache can first skip on a run's third step (it needs two outputs to predict a change).
+    split = Split(steps=6, switch=3)
     latents, skipped = {}, {}
     for label, sides in VARIANTS.items():
         p, _ = patched_pair_prompt({label: sides}, split, easycache)
@@ -254,3 +253,35 @@ def test_native_5b_image_latent_into_the_packs_sampler(server):
     latents, _ = run_latents(server, p)
     assert_equal_latents(latents["pack"], latents["native"], "Wan22ImageToVideoLatent on the 5B model")
     assert_changes(latents["native"], latents["no_image"], "Wan22ImageToVideoLatent's image")
+
+
+def test_torch_compile_on_both_experts_runs_each_compiled_model_in_its_own_phase(server):
+    """TorchCompileModel's mechanism (set_torch_compile_wrapper) on each expert with a backend that
+    records every call of a compiled graph: the high expert's compiled graphs run in the high
+    phase only, the low expert's in the low phase only, and the result is native's."""
+    split = Split()
+    p = Prompt()
+    positive, negative = text(p)
+    latent = t2v_latent(p)
+    pack_high, pack_low = pack_models(p, T2V_HIGH, T2V_LOW)
+    compiled_high = out(p.add("Wan22TestCountingCompile", model=pack_high, label="high"))
+    compiled_low = out(p.add("Wan22TestCountingCompile", model=pack_low, label="low"))
+    sampler = pack_sample(p, compiled_high, compiled_low, positive, negative, latent, split)
+    save_latent(p, out(sampler), "compiled_pack")
+    report_node = p.add("Wan22TestCompiledCalls", samples=out(sampler))
+    native_high, native_low = native_model(p, T2V_HIGH), native_model(p, T2V_LOW)
+    save_latent(p, out(native_sample(p, native_high, native_low, positive, negative, latent, split)), "native")
+    latents, history = run_latents(server, p)
+    (report,) = history["outputs"][report_node]["compiled_calls"]
+    calls = report["calls"]
+    print("compiled graphs:", report["compiled"], "calls in order:", calls)
+    assert report["compiled"].get("high", 0) >= 1 and report["compiled"].get("low", 0) >= 1, report
+    assert "high" in calls and "low" in calls, report
+    first_low = calls.index("low")
+    assert set(calls[:first_low]) == {"high"} and set(calls[first_low:]) == {"low"}, calls
+    # Each step evaluates the model once (cond and uncond batched), so each phase's calls are a
+    # whole number of its steps' worth.
+    high_calls, low_calls = first_low, len(calls) - first_low
+    assert high_calls % split.switch == 0 and low_calls % (split.steps - split.switch) == 0, calls
+    assert high_calls // split.switch == low_calls // (split.steps - split.switch), calls
+    assert_equal_latents(latents["compiled_pack"], latents["native"], "compiled experts")

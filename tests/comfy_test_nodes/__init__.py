@@ -53,14 +53,16 @@ class Wan22TestCountingCompile(io.ComfyNode):
         return io.Schema(
             node_id="Wan22TestCountingCompile",
             category="_for_testing/wan22",
-            inputs=[io.Model.Input("model"), io.String.Input("label")],
+            inputs=[io.Model.Input("model"), io.String.Input("label"),
+                    io.String.Input("module", default="diffusion_model",
+                                    tooltip="the model object to compile, as set_torch_compile_wrapper's keys")],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, model, label) -> io.NodeOutput:
+    def execute(cls, model, label, module="diffusion_model") -> io.NodeOutput:
         m = model.clone()
-        set_torch_compile_wrapper(model=m, backend=counting_backend(label))
+        set_torch_compile_wrapper(model=m, backend=counting_backend(label), keys=[module])
         return io.NodeOutput(m)
 
 

@@ -116,9 +116,9 @@ def check_variants(latents: dict, what: str) -> None:
 
 
 def check_switch(history: dict, sampler: str, split: Split) -> None:
+    """The pack's sampler reports the split the test meant (its boundary was chosen for it)."""
     summary = sampler_summary(history, sampler)
-    if summary is not None:
-        assert summary["switch_step"] == split.switch, summary
+    assert summary is not None and summary["switch_step"] == split.switch, summary
 
 
 def test_a_different_lora_on_each_expert(server):
@@ -139,8 +139,9 @@ def test_skip_layer_guidance(server):
                          start_percent=0.0, end_percent=1.0, rescaling_scale=0.0))
 
     split = Split()
-    p, _ = patched_pair_prompt(VARIANTS, split, slg)
-    latents, _ = run_latents(server, p)
+    p, samplers = patched_pair_prompt(VARIANTS, split, slg)
+    latents, history = run_latents(server, p)
+    check_switch(history, samplers["both"], split)
     check_variants(latents, "SkipLayerGuidanceDiT")
 
 
@@ -216,14 +217,16 @@ def test_native_i2v_conditioning_into_the_packs_sampler(server, node):
     positive, negative, latent = out(conditioned, 0), out(conditioned, 1), out(conditioned, 2)
     pack_high, pack_low = pack_models(p, I2V_HIGH, I2V_LOW)
     native_high, native_low = native_model(p, I2V_HIGH), native_model(p, I2V_LOW)
-    save_latent(p, out(pack_sample(p, pack_high, pack_low, positive, negative, latent, split)), "pack")
+    sampler = pack_sample(p, pack_high, pack_low, positive, negative, latent, split)
+    save_latent(p, out(sampler), "pack")
     save_latent(p, out(native_sample(p, native_high, native_low, positive, negative, latent, split)), "native")
     # The image matters: the same run without it must differ (so the pack cannot ignore it).
     bare = p.add("EmptyHunyuanLatentVideo", batch_size=1, **T2V_SIZE)
     plain_positive, plain_negative = text(p)
     save_latent(p, out(native_sample(p, native_high, native_low, plain_positive, plain_negative, out(bare), split)),
                 "no_image")
-    latents, _ = run_latents(server, p)
+    latents, history = run_latents(server, p)
+    check_switch(history, sampler, split)
     assert_equal_latents(latents["pack"], latents["native"], node)
     assert_changes(latents["native"], latents["no_image"], f"{node}'s image")
 
@@ -277,6 +280,7 @@ def test_torch_compile_on_both_experts_runs_each_compiled_model_in_its_own_phase
     native_high, native_low = native_model(p, T2V_HIGH), native_model(p, T2V_LOW)
     save_latent(p, out(native_sample(p, native_high, native_low, positive, negative, latent, split)), "native")
     latents, history = run_latents(server, p)
+    check_switch(history, sampler, split)
     (report,) = history["outputs"][report_node]["compiled_calls"]
     calls = report["calls"]
     print("compiled graphs:", report["compiled"], "calls in order:", calls)

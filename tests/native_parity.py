@@ -4,8 +4,10 @@ KSamplerAdvanced split at the same step, on the same tiny random weights.
 - `Prompt`: an API-format prompt built node by node (`add` returns the node id, `out` a socket).
 - `Split`: one run's settings (steps, switch step, shift, cfg per phase, seed) and the boundary
   that makes the pack switch at that step on ComfyUI's `simple` schedule.
+- `pack_models` / `native_model`: the pack's loader, native UNETLoader.
 - `pack_sample` / `native_sample`: the two sides. Native: each model through ModelSamplingSD3
   (shift), KSamplerAdvanced 0..k with leftover noise, then k..end without new noise.
+- Conditioning comes from the test-only node Wan22TestConditioning (tests/comfy_test_nodes).
 - `save_latent` / `run_latents`: native SaveLatent writes each final latent; the test reads the
   files back from the server's output folder.
 - `write_lora`: a random LoRA in ComfyUI's generic format (`diffusion_model.<module>.lora_up/down`).

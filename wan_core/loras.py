@@ -202,8 +202,9 @@ def match_lora(lora: Mapping[str, torch.Tensor], model_shapes: Mapping[str, tupl
             patch = LowRankPatch(lora[roles["up"]], lora[roles["down"]], alpha)
             fits = _low_rank_fits(patch, shape)
         else:
-            patch = DiffPatch(lora[roles[kind]])
-            fits = patch.diff.numel() == _numel(shape) and patch.diff.shape[0] == shape[0]
+            diff = lora[roles[kind]]
+            fits = diff.numel() == _numel(shape) and diff.shape[0] == shape[0]
+            patch = DiffPatch(diff.reshape(shape) if fits else diff)  # ComfyUI adds only equal shapes
         if not fits:
             unmatched += keys
             mismatched += keys

@@ -223,3 +223,34 @@ def test_cfg_1_runs_one_model_evaluation_per_step(world):
                             scheduler="wan_dpm", denoise=1.0, seed=3)
     run(world, experts, lightning)
     assert calls == [(HIGH, 1), (HIGH, 1), (LOW, 1), (LOW, 1)]
+
+
+@pytest.mark.parametrize("lowvram", [False, True], ids=["full_load", "partial_load"])
+def test_patches_apply_when_loaded_fully_or_partially(lowvram, world):
+    """A partial (low-VRAM) load patches offloaded layers on the fly (ComfyUI's LowVramPatch) and the
+    modulation tables through the node's load hook: one DiT evaluation equals the merged weights'."""
+    layout = "lightx2v_lora_AB"
+    names = write_pair(world, layout)
+    (high, _), _ = node(world, names[HIGH], "none")
+    reference = merged_experts(world, layout, low=False)[HIGH]
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 16, *LATENT, generator=g)
+    context = world["cond"][0][0][0]
+    sigma = torch.tensor([0.9])
+
+    def evaluate(patcher, memory):
+        patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=memory)
+        try:
+            with torch.no_grad():
+                return patcher.model.apply_model(x, sigma, c_crossattn=context), patcher.model.model_lowvram
+        finally:
+            patcher.unpatch_model(device_to=torch.device("cpu"), unpatch_weights=True)
+
+    ours, partial = evaluate(high.clone(), 1 if lowvram else 0)
+    expected, _ = evaluate(reference, 0)
+    assert partial is lowvram
+    assert error(ours, expected) <= TOLERANCE
+    # Unpatched afterwards: the expert is back to its own weights.
+    plain, _ = evaluate(world["experts"][HIGH], 0)
+    again, _ = evaluate(high.clone(), 0)
+    assert error(again, expected) <= TOLERANCE and error(plain, expected) > 100 * TOLERANCE

@@ -129,8 +129,9 @@ class Wan22LoraLoader(io.ComfyNode):
                                tooltip="LoRA for low_noise_model; an error without one."),
                 io.Float.Input("strength_low", **strength),
             ],
-            outputs=[io.Model.Output("model", display_name="model"),
-                     io.Model.Output("low_noise_model", display_name="low_noise_model")],
+            # Output ids must differ from input ids (V3); the sockets show the names.
+            outputs=[io.Model.Output("model_out", display_name="model"),
+                     io.Model.Output("low_noise_model_out", display_name="low_noise_model")],
         )
 
     @classmethod

@@ -42,7 +42,8 @@ import folder_paths  # noqa: E402
 from comfyui_wan22.nodes.lora import Wan22LoraLoader  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.dit_model import load_expert  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.experts import HIGH, LOW  # noqa: E402
-from comfyui_wan22.wan_core.comfy_bridge.sampling import RunSettings, sample  # noqa: E402
+from comfyui_wan22.nodes.sampler import Wan22Sampler  # noqa: E402
+from comfyui_wan22.wan_core.comfy_bridge.sampling import RunSettings  # noqa: E402
 from comfyui_wan22.wan_core.errors import WanUserError  # noqa: E402
 
 CFG = tiny_config("t2v")
@@ -68,11 +69,19 @@ def world(tmp_path_factory):
 
 
 def run(world, experts, settings=RUN):
+    """The pack's sampler node on `experts` (model, and low_noise_model when LOW is there)."""
     positive, negative = world["cond"]
     latent = {"samples": torch.zeros(1, 16, *LATENT)}
-    samples, report = sample(experts, positive, negative, latent, settings)
-    assert report.switch_step == 3 or settings is not RUN, report
-    return samples
+    out = Wan22Sampler.execute(
+        model=experts[HIGH], low_noise_model=experts.get(LOW), positive=positive, negative=negative,
+        latent=latent, seed=settings.seed, steps=settings.steps, use_release_defaults=False,
+        cfg=settings.cfg_high, cfg_low_noise=settings.cfg_low, shift=settings.shift,
+        boundary=settings.boundary if settings.boundary is not None else 0.875,
+        sampler_name=settings.sampler_name, scheduler=settings.scheduler, denoise=settings.denoise,
+    )
+    summary = out.ui["wan22_sampler"][0]
+    assert summary["switch_step"] == 3 or settings is not RUN, summary
+    return out.result[0]["samples"]
 
 
 def error(ours, reference):

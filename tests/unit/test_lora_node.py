@@ -40,9 +40,9 @@ comfy_inprocess.pack()
 
 import folder_paths  # noqa: E402
 from comfyui_wan22.nodes.lora import Wan22LoraLoader  # noqa: E402
+from comfyui_wan22.nodes.sampler import Wan22Sampler  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.dit_model import load_expert  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.experts import HIGH, LOW  # noqa: E402
-from comfyui_wan22.nodes.sampler import Wan22Sampler  # noqa: E402
 from comfyui_wan22.wan_core.comfy_bridge.sampling import RunSettings  # noqa: E402
 from comfyui_wan22.wan_core.errors import WanUserError  # noqa: E402
 

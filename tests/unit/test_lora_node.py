@@ -38,6 +38,7 @@ STRENGTH_HIGH, STRENGTH_LOW = 0.8, 1.3
 
 comfy_inprocess.pack()
 
+import comfy.model_management as mm  # noqa: E402
 import folder_paths  # noqa: E402
 from comfyui_wan22.nodes.lora import Wan22LoraLoader  # noqa: E402
 from comfyui_wan22.nodes.sampler import Wan22Sampler  # noqa: E402
@@ -248,6 +249,9 @@ def test_patches_apply_when_loaded_fully_or_partially(lowvram, world):
     sigma = torch.tensor([0.9])
 
     def evaluate(patcher, memory):
+        # Earlier sampler runs leave an expert loaded (and patched by their clone) in model
+        # management; patching by hand here must start from unpatched weights.
+        mm.unload_all_models()
         patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=memory)
         try:
             with torch.no_grad():

@@ -17,6 +17,7 @@ PACK_NODES = {
     "Wan22VAELoader",
     "Wan22VAEEncode",
     "Wan22VAEDecode",
+    "Wan22LoraLoader",
 }
 
 

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from tests.comfy_inprocess import pack
 from tests.dit_factory import (
+    comfy_wan_model,
     random_inputs,
     random_state_dict,
     tiny_config,
@@ -50,18 +51,7 @@ def wan():
 
 
 def comfy_reference(sd, cfg=CFG):
-    """ComfyUI's WanModel built directly in fp32 with these weights."""
-    import comfy.ldm.wan.model
-    import comfy.ops
-
-    model = comfy.ldm.wan.model.WanModel(
-        model_type="t2v", patch_size=cfg.patch_size, text_len=cfg.text_len, in_dim=cfg.in_dim, dim=cfg.dim,
-        ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim, out_dim=cfg.out_dim,
-        num_heads=cfg.num_heads, num_layers=cfg.num_layers, operations=comfy.ops.disable_weight_init,
-        dtype=torch.float32,
-    )
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    return model.eval()
+    return comfy_wan_model(cfg, sd)
 
 
 def forward(dit):

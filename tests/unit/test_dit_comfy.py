@@ -99,6 +99,22 @@ def test_operations_are_comfyuis_choice_for_the_file(tmp_path, bridge):
     assert rel_err(ours, ref) < 1e-5
 
 
+def test_scaled_fp8_marker_and_input_scales_are_read_as_comfyui_reads_them(tmp_path, bridge):
+    """ComfyUI turns fp8 matrix multiplication on for a scaled-fp8 file unless its marker has 2
+    elements, and then uses the file's per-layer input scales."""
+    cfg = CFG["t2v"]
+    fp8 = to_scaled_fp8(random_state_dict(cfg, seed=9), torch.float8_e4m3fn)
+    fp8["blocks.0.self_attn.q.scale_input"] = torch.tensor(0.5)
+    asks = bridge.load_expert(write_comfy_file(fp8, tmp_path / "asks.safetensors"))
+    assert asks.model.model_config.optimizations["fp8"] is True
+    blocks = asks.model.diffusion_model.blocks
+    assert float(blocks[0].self_attn.q.scale_input) == 0.5 and float(blocks[0].self_attn.k.scale_input) == 1.0
+    fp8["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
+    plain = bridge.load_expert(write_comfy_file(fp8, tmp_path / "plain.safetensors"))
+    assert plain.model.model_config.optimizations["fp8"] is False
+    assert plain.model.diffusion_model.blocks[0].self_attn.q.scale_input is None
+
+
 def test_weight_dtype_widget_and_unet_dtype_flags(tmp_path, bridge, monkeypatch):
     import comfy.cli_args
     import comfy.ops

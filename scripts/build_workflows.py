@@ -180,7 +180,7 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         }),
     ]
     links = [
-        ("model", "WAN22_MODEL", "sampler", "model"),
+        ("model", "model", "sampler", "model"),
         ("clip", "CLIP", "positive", "clip"),
         ("clip", "CLIP", "negative", "clip"),
         ("positive", "CONDITIONING", "sampler", "positive"),
@@ -191,6 +191,8 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         ("vae", "VAE", "decode", "vae"),
         ("decode", "IMAGE", "combine", "images"),
     ]
+    if low:
+        links.append(("model", "low_noise_model", "sampler", "low_noise_model"))
     size_group = ["latent"]
     if has_image:
         bypassed = kind == ModelKind.TI2V
@@ -209,11 +211,77 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
     return Graph(name, nodes, links, groups)
 
 
+# ---------------------------------------------------------------------------------------------
+# The 4-step Lightning (lightx2v distill LoRA) variants of the A14B templates
+
+LIGHTNING_LORAS = {  # Comfy-Org's repackaged 4-step LoRAs: (high-noise expert, low-noise expert)
+    ModelKind.T2V: ("wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+                    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"),
+    ModelKind.I2V: ("wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+                    "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"),
+}
+DOWNLOADS.update({name: ("loras", f"{HF_22}/loras/{name}") for pair in LIGHTNING_LORAS.values() for name in pair})
+# The distill LoRAs' schedule: 4 steps, no CFG, shift 5, on the grid shifted linspace(1, 0, 5)[:-1]
+# (`wan_dpm`): timesteps 1000, 937, 833, 625 (the `wan` grid starts at 0.999: 999, 937, 833, 624).
+LIGHTNING = {"steps": 4, "cfg": 1.0, "shift": 5.0, "sampler_name": "euler", "scheduler": "wan_dpm"}
+
+
+def lightning_notes_text(kind: ModelKind, files: list[str], image: bool) -> str:
+    from wan_core.schedule import wan_dpm_schedule
+
+    d = KIND_DEFAULTS[kind]
+    schedule = wan_dpm_schedule(LIGHTNING["steps"], LIGHTNING["shift"])
+    k = schedule.switch_step(d.boundary)
+    t = [str(x) for x in schedule.timesteps.tolist()]
+    high, low = LIGHTNING_LORAS[kind]
+    base = notes_text(kind, files, image)
+    release = base[base.index("The sampler runs"):base.index("\n\nThe video is saved")]
+    lightning = (
+        f"**4-step Lightning:** `{high}` patches the high-noise expert and `{low}` the low-noise one "
+        f"(*Wan2.2 LoRA Loader*). The sampler runs {LIGHTNING['steps']} steps at cfg 1 on both experts "
+        f"(one model evaluation per step), shift {LIGHTNING['shift']:g}, the release's boundary {d.boundary}: "
+        f"{k} high-noise steps (t {', '.join(t[:k])}) then {len(t) - k} low-noise steps (t {', '.join(t[k:])}), "
+        f"the timesteps the LoRAs were distilled on ({LIGHTNING['sampler_name']} on the `wan_dpm` grid). The "
+        f"release's 40-step graph is `wan22_{kind.value}_a14b.json`."
+    )
+    return base.replace(release, lightning)
+
+
+def lightning_graph(kind: ModelKind, name: str) -> Graph:
+    """The A14B template with Wan22LoraLoader between the loader and the sampler, 4 steps, cfg 1."""
+    d = KIND_DEFAULTS[kind]
+    graph = wan_graph(kind, name)
+    high_lora, low_lora = LIGHTNING_LORAS[kind]
+    nodes = {n.key: n for n in graph.nodes}
+    files = [f for f in (*MODEL_FILES[kind], high_lora, low_lora, VAE21_FILE, TEXT_ENCODER_FILE)]
+    nodes["notes"].widgets = {"text": lightning_notes_text(kind, files, kind == ModelKind.I2V)}
+    nodes["notes"].size = (460, 640)
+    nodes["sampler"].widgets.update({
+        "steps": LIGHTNING["steps"], "use_release_defaults": False, "cfg": LIGHTNING["cfg"],
+        "cfg_low_noise": LIGHTNING["cfg"], "shift": LIGHTNING["shift"], "boundary": d.boundary,
+        "sampler_name": LIGHTNING["sampler_name"], "scheduler": LIGHTNING["scheduler"],
+    })
+    graph.nodes.append(Node("lora", "Wan22LoraLoader", (0, -260), (380, 180), {
+        "lora_high": high_lora, "strength_high": 1.0, "lora_low": low_lora, "strength_low": 1.0,
+    }, title="Lightning 4-step LoRAs (per expert)", models=(high_lora, low_lora)))
+    graph.links = [link for link in graph.links if link[2] != "sampler" or link[0] != "model"] + [
+        ("model", "model", "lora", "model"),
+        ("model", "low_noise_model", "lora", "low_noise_model"),
+        ("lora", "model", "sampler", "model"),
+        ("lora", "low_noise_model", "sampler", "low_noise_model"),
+    ]
+    graph.groups[0] = Group("1 · Models + Lightning LoRAs", ("lora", "model", "vae", "clip"))
+    graph.groups[3] = Group("4 · Sample: 4 steps, cfg 1, 2 + 2 across the boundary", ("sampler",))
+    return graph
+
+
 def templates() -> list[Graph]:
     return [
         wan_graph(ModelKind.T2V, "wan22_t2v_a14b"),
         wan_graph(ModelKind.I2V, "wan22_i2v_a14b"),
         wan_graph(ModelKind.TI2V, "wan22_ti2v_5b"),
+        lightning_graph(ModelKind.T2V, "wan22_t2v_a14b_lightning"),
+        lightning_graph(ModelKind.I2V, "wan22_i2v_a14b_lightning"),
     ]
 
 

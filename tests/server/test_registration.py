@@ -12,13 +12,12 @@ PACK_NODES = {
     "Wan22TextEncoderLoader",
     "Wan22TextEncode",
     "Wan22ModelLoader",
-    "Wan22ExpertsToModels",
-    "Wan22ModelsToPair",
     "Wan22Sampler",
     "Wan22VideoLatent",
     "Wan22VAELoader",
     "Wan22VAEEncode",
     "Wan22VAEDecode",
+    "Wan22LoraLoader",
 }
 
 

@@ -1,7 +1,8 @@
-"""The WAN22_MODEL value: an A14B expert pair, a single A14B expert, or the TI2V-5B model.
+"""What the sampler runs: an A14B expert pair, a single A14B expert, or the TI2V-5B model.
 
-Each expert is an ordinary ComfyUI ModelPatcher (see dit_model). The pair carries the kind and
-that kind's release defaults (config.KIND_DEFAULTS) so the sampler needs no other source.
+Each expert is a native MODEL (a ComfyUI ModelPatcher around ComfyUI's Wan model, from the pack's
+loader or any other). The pair reads the kind from the weights and carries that kind's release
+defaults (config.KIND_DEFAULTS), so the sampler needs no other source.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import comfy.model_patcher
 from ..checkpoints import inspect_dit, partner_in_folder
 from ..config import KIND_DEFAULTS, KindDefaults, ModelKind, kind_from_channels
 from ..errors import WanUserError
-from .dit_model import checkpoint_path_of, dit_of, expert_from_checkpoint
+from .dit_model import checkpoint_path_of, expert_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,7 @@ class ModelShape:
 
 
 def shape_of_model(model, name: str) -> ModelShape:
-    """The shape of a MODEL: ours, or ComfyUI's native Wan model (e.g. from UNETLoader)."""
-    dm = dit_of(model)
-    if dm is not None:
-        c = dm.config
-        return ModelShape(c.kind, c.dim, c.num_layers, c.text_dim)
+    """The shape of a MODEL holding ComfyUI's Wan model (from any loader), read from its layers."""
     native = getattr(getattr(model, "model", None), "diffusion_model", None)
     try:
         in_dim = native.patch_embedding.weight.shape[1]
@@ -61,16 +58,27 @@ def check_partners(high: ModelShape, low: ModelShape | None, high_name: str, low
             f"{high_name if high.kind == ModelKind.TI2V else low_name} is the TI2V-5B model, which runs alone: "
             f"set low_noise_model to none (partners exist only for the T2V/I2V-A14B experts)."
         )
+    low_said, high_said = _socket("low_noise_model", low_name), _socket("model", high_name)
     if high.kind != low.kind:
         raise WanUserError(
-            f"low_noise_model {low_name} is a {low.kind.value} expert but model {high_name} is a "
-            f"{high.kind.value} expert: pick the low-noise expert of the same release."
+            f"{low_said} is {_expert(low.kind)} but {high_said} is {_expert(high.kind)}: pick the low-noise "
+            f"expert of the same release."
         )
     if high != low:
         raise WanUserError(
-            f"low_noise_model {low_name} is {low.text()} but model {high_name} is {high.text()}: pick the "
+            f"{low_said} is {low.text()} but {high_said} is {high.text()}: pick the "
             f"matching expert of the same release."
         )
+
+
+def _expert(kind: ModelKind) -> str:
+    label = f"{kind.value.upper()}-A14B"
+    return f"{'an' if label[0] in 'AEIOU' else 'a'} {label} expert"
+
+
+def _socket(socket: str, name: str | None) -> str:
+    """How an error names an input: the socket, and the file when one is known."""
+    return socket if not name or name == socket else f"{socket} {name}"
 
 
 @dataclass

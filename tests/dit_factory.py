@@ -21,8 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from wan_core.checkpoints import official_to_diffusers_key
-from wan_core.config import KIND_DEFAULTS, ModelKind
-from wan_core.config import DiTConfig
+from wan_core.config import KIND_DEFAULTS, DiTConfig, ModelKind
 
 TINY_DIM = 256
 TINY_TEXT_DIM = 32

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .config import KIND_DEFAULTS, ModelKind, kind_from_channels
-from .config import DiTConfig
+from .config import KIND_DEFAULTS, DiTConfig, ModelKind, kind_from_channels
 from .dit import WanDiT
 from .errors import WanUserError
 from .layers import TorchOps

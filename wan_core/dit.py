@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config as C
-from .config import DiTConfig  # noqa: F401  (re-exported for older imports)
 from .attention import attention
+from .config import DiTConfig  # noqa: F401  (re-exported for older imports)
 from .layers import TorchOps
 
 F32 = torch.float32

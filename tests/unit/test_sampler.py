@@ -57,7 +57,7 @@ def run_node(pair, positive, negative, latent, **overrides):
     settings = dict(seed=42, steps=12, use_release_defaults=True, cfg=4.0, cfg_low_noise=3.0, shift=12.0,
                     boundary=0.875, sampler_name="wan_unipc", scheduler="wan", denoise=1.0)
     settings.update(overrides)
-    result = Wan22Sampler.execute(model=pair, positive=positive, negative=negative, latent=latent, **settings)
+    result = Wan22Sampler.execute(model=pair.high, low_noise_model=pair.low, positive=positive, negative=negative, latent=latent, **settings)
     return result.result[0]["samples"], result.ui["wan22_sampler"][0]
 
 

@@ -4,9 +4,8 @@ equal to what native WanImageToVideo / WanFirstLastFrameToVideo (I2V-A14B, Wan2.
 Wan22ImageToVideoLatent (TI2V-5B, Wan2.2 VAE) build from the same images and VAE; the release's
 resizing of a single image; clear errors for frame counts, sizes and VAEs the model cannot take.
 
-The tiny Wan2.1 VAE loads as native VAELoader loads it (comfy.sd.VAE on the file's state dict).
-ComfyUI hard-codes the Wan2.2 VAE's widths (160/256), so the tiny Wan2.2 VAE is ComfyUI's own
-vae2_2.WanVAE built at the tiny widths inside a comfy.sd.VAE (`native_wan22_vae`).
+The VAEs are tests/native_vae.py's (the Wan2.1 one as native VAELoader builds it; the Wan2.2 one
+ComfyUI's own class at tiny widths, since native VAELoader only builds the real widths).
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import comfy_inprocess  # noqa: E402
-from vae_factory import SIZES, random_release_state_dict  # noqa: E402
 
 comfy_inprocess.pack()
 
 import comfy.latent_formats  # noqa: E402
-import comfy.ldm.wan.vae2_2  # noqa: E402
 import comfy.sd  # noqa: E402
 from comfy_extras.nodes_wan import (  # noqa: E402
     Wan22ImageToVideoLatent,
@@ -35,21 +32,7 @@ from comfy_extras.nodes_wan import (  # noqa: E402
 from comfyui_wan22.nodes.latent import Wan22VideoLatent  # noqa: E402
 from comfyui_wan22.nodes.sampler import START_IMAGE_KEY  # noqa: E402
 from comfyui_wan22.wan_core.errors import WanUserError  # noqa: E402
-
-
-def native_wan21_vae(seed=1):
-    return comfy.sd.VAE(sd=random_release_state_dict("wan2.1", "tiny", seed=seed))
-
-
-def native_wan22_vae(seed=2):
-    """ComfyUI's Wan2.2 VAE class at the tiny widths (native VAELoader only builds the real ones)."""
-    enc, dec = SIZES[("wan2.2", "tiny")]
-    real = comfy.ldm.wan.vae2_2.WanVAE
-    comfy.ldm.wan.vae2_2.WanVAE = lambda **cfg: real(**{**cfg, "dim": enc, "dec_dim": dec})
-    try:
-        return comfy.sd.VAE(sd=random_release_state_dict("wan2.2", "tiny", seed=seed))
-    finally:
-        comfy.ldm.wan.vae2_2.WanVAE = real
+from native_vae import native_wan21_vae, native_wan22_vae  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +196,21 @@ class TestBadFrames:
         pixel_space = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})  # a real native VAE, 3 channels
         with pytest.raises(WanUserError, match=r"vae: a VAE with 3 latent channels.*not a Wan VAE"):
             make_latent(pixel_space, 48, 32, 9)
+
+
+class TestLastFrames:
+    """Wan22LastFrames: the tail of a clip, whatever its length (native ImageFromBatch counts from the front)."""
+
+    def test_the_last_frames_of_clips_of_any_length(self):
+        from comfyui_wan22.nodes.segments import Wan22LastFrames
+
+        for length in (9, 81):
+            clip = frames(length, 8, 8, seed=length)
+            tail = Wan22LastFrames.execute(images=clip, frames=5).result[0]
+            assert torch.equal(tail, clip[length - 5:])
+
+    def test_more_frames_than_the_clip(self):
+        from comfyui_wan22.nodes.segments import Wan22LastFrames
+
+        with pytest.raises(WanUserError, match=r"frames: 10 frames asked, but the clip has only 9"):
+            Wan22LastFrames.execute(images=frames(9, 8, 8), frames=10)

@@ -44,7 +44,7 @@ class Wan22VideoLatent(io.ComfyNode):
                 io.Int.Input("length", default=81, min=1, max=4097, step=4, tooltip="Frames: 4k+1."),
                 io.Int.Input("batch_size", default=1, min=1, max=64),
                 io.Combo.Input(
-                    "resize", options=RESIZE_MODES, default=RESIZE_RELEASE,
+                    "resize", options=RESIZE_MODES, default=RESIZE_RELEASE, optional=True,
                     tooltip="Images of another size than width x height. release: a single image is fitted as the "
                     "release does (A14B: stretched, 5B: scaled to cover and centre-cropped); a batch of several "
                     "frames must already have the video's size. crop: every image scaled to cover and centre-"

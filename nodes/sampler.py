@@ -186,8 +186,11 @@ def describe_run(pair, settings: RunSettings, report) -> dict:
             "no low-noise step"
         text = (f"{pair.kind.value}: boundary {settings.boundary} at shift {settings.shift} switches after step "
                 f"{k} of {steps}: {high}, {low}; cfg {settings.cfg_high}/{settings.cfg_low}")
+    if report.notes:
+        text += ". " + "; ".join(report.notes)
     return {
         "text": text,
+        "notes": list(report.notes),
         "kind": pair.kind.value,
         "steps": steps,
         "switch_step": report.switch_step,

@@ -57,7 +57,7 @@ def test_release_folder_gives_the_pair_and_is_listed(wan):
     assert not any("diffusion_pytorch_model-" in c for c in choices)  # shards are not offered alone
     pair = load(loader, pair_mod, "Wan2.2-I2V-A14B/", "none")
     assert pair.kind.value == "i2v" and pair.is_pair
-    assert pair.high.model.image_to_video
+    assert pair.high.model.diffusion_model.patch_embedding.weight.shape[1] == 36  # noise + mask + image latent
 
 
 def test_single_expert_runs_alone_and_says_so(wan, caplog):

@@ -29,12 +29,13 @@ comfy_inprocess.pack()
 import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
-import nodes  # noqa: E402
 from comfy_extras.nodes_model_advanced import ModelSamplingSD3  # noqa: E402
 from comfy_extras.nodes_wan import Wan22ImageToVideoLatent, WanFirstLastFrameToVideo, WanImageToVideo  # noqa: E402
 from comfyui_wan22.nodes.latent import Wan22VideoLatent  # noqa: E402
 from comfyui_wan22.nodes.sampler import Wan22Sampler  # noqa: E402
 from native_vae import native_wan21_vae, native_wan22_vae  # noqa: E402
+
+import nodes  # noqa: E402
 
 NATIVE_TOLERANCE = 1e-5  # max abs difference / native latent std; measured 1.3e-6-1.4e-6 (I2V), 0 (TI2V)
 RELEASE_TOLERANCE = 1e-4  # as test_sampler.py against the release loop; measured 2.6e-6 (fp32)

@@ -1,7 +1,7 @@
 """The pack's ComfyUI nodes (V3 schema): thin classes that validate inputs, call wan_core and
 shape outputs. Each node module lists its classes here."""
 
-from . import latent, loader, lora, sampler, text, vae, video
+from . import latent, loader, lora, sampler, segments, text, vae, video
 
 NODE_LIST: list = []
 NODE_LIST += text.NODES
@@ -11,6 +11,7 @@ NODE_LIST += sampler.NODES
 NODE_LIST += vae.NODES
 NODE_LIST += latent.NODES
 NODE_LIST += lora.NODES
+NODE_LIST += segments.NODES
 
 # The frontend extension's HTTP routes: they register themselves only when a ComfyUI server runs.
 from . import routes  # noqa: E402,F401

@@ -22,7 +22,8 @@ from wan_core.config import ModelKind
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 TEMPLATES = {"wan22_t2v_a14b": ModelKind.T2V, "wan22_i2v_a14b": ModelKind.I2V, "wan22_ti2v_5b": ModelKind.TI2V,
-             "wan22_t2v_a14b_lightning": ModelKind.T2V, "wan22_i2v_a14b_lightning": ModelKind.I2V}
+             "wan22_t2v_a14b_lightning": ModelKind.T2V, "wan22_i2v_a14b_lightning": ModelKind.I2V,
+             "wan22_flf2v_a14b": ModelKind.I2V, "wan22_i2v_a14b_extend": ModelKind.I2V}
 WIDTH, HEIGHT, FRAMES, STEPS = 64, 64, 5, 4
 # The frontend asks the online node registry about custom node types; this machine has no internet.
 OFFLINE_NOISE = "api.comfy.org"

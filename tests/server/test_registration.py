@@ -14,6 +14,7 @@ PACK_NODES = {
     "Wan22ModelLoader",
     "Wan22Sampler",
     "Wan22VideoLatent",
+    "Wan22LastFrames",
     "Wan22VAELoader",
     "Wan22VAEEncode",
     "Wan22VAEDecode",

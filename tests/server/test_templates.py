@@ -41,11 +41,14 @@ from wan_core.config import KIND_DEFAULTS, ModelKind
 pytestmark = pytest.mark.server
 
 PACK_DIR_NAME = "comfyui-wan22"
-RELEASE_TEMPLATES = {"wan22_t2v_a14b": ModelKind.T2V, "wan22_i2v_a14b": ModelKind.I2V, "wan22_ti2v_5b": ModelKind.TI2V}
+RELEASE_TEMPLATES = {"wan22_t2v_a14b": ModelKind.T2V, "wan22_i2v_a14b": ModelKind.I2V, "wan22_ti2v_5b": ModelKind.TI2V,
+                     "wan22_flf2v_a14b": ModelKind.I2V}
 # The 4-step Lightning variants: Wan22LoraLoader between the loader and the sampler, 4 steps, cfg 1.
 LIGHTNING_TEMPLATES = {"wan22_t2v_a14b_lightning": ModelKind.T2V, "wan22_i2v_a14b_lightning": ModelKind.I2V}
 LIGHTNING_TIMESTEPS = [1000, 937, 833, 625]  # the timesteps the distill LoRAs were trained on; 2 + 2
 TEMPLATES = {**RELEASE_TEMPLATES, **LIGHTNING_TEMPLATES}
+# Graphs with two sampling runs, tested in their own file (test_long_video_template.py).
+SEGMENT_TEMPLATES = {"wan22_i2v_a14b_extend"}
 # 64 px is a multiple of both latent patch strides (16 for A14B, 32 for 5B); 5 frames = 2 latent frames.
 WIDTH, HEIGHT, FRAMES, STEPS = 64, 64, 5, 4
 COMFY_INPUT = Path(__file__).resolve().parents[2] / ".comfyui" / "input"
@@ -64,8 +67,8 @@ def test_committed_templates_are_what_the_generator_builds(comfy_server):
 def test_workflow_templates_route_lists_and_serves_the_pack_templates(comfy_server):
     listing = comfy_server.get_json("/api/workflow_templates")
     # Only the top level of workflows/ is listed: the API twins in workflows/api/ stay out of the browser.
-    assert sorted(listing.get(PACK_DIR_NAME, [])) == sorted(TEMPLATES), listing
-    for name in TEMPLATES:
+    assert sorted(listing.get(PACK_DIR_NAME, [])) == sorted([*TEMPLATES, *SEGMENT_TEMPLATES]), listing
+    for name in [*TEMPLATES, *SEGMENT_TEMPLATES]:
         served = json.loads(comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json"))
         assert served == load_ui(name)
 
@@ -215,4 +218,4 @@ def test_ti2v_template_with_its_start_image_switched_on(comfy_server):
 
 def test_api_twins_live_in_a_subfolder_the_template_browser_does_not_list():
     assert (WORKFLOWS_DIR / API_SUBDIR).is_dir()
-    assert {p.stem for p in (WORKFLOWS_DIR / API_SUBDIR).glob("*.json")} == set(TEMPLATES)
+    assert {p.stem for p in (WORKFLOWS_DIR / API_SUBDIR).glob("*.json")} == set(TEMPLATES) | SEGMENT_TEMPLATES

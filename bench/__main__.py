@@ -2,7 +2,8 @@
 
   --suite cpu|gpu|smoke   which cases (default cpu)
   --parts a,b             only cases whose name contains one of these; "vae" is the VAE decode
-                          benchmark (bench/vae_bench.py), run in the cpu suite by default
+                          benchmark (bench/vae_bench.py), "lightning" the 4-step LoRA run beside
+                          the 40-step one (bench/lightning.py); both run in the cpu suite by default
   --sizes WxHxF           override every case's video size; --steps N the step count
   --out DIR               results: DIR/report.md, DIR/results.json, DIR/runs/ (default bench_out)
   --cache DIR             model files, written once and reused (default OUT/cache)
@@ -27,6 +28,7 @@ from .suite import run_case
 from .vae_bench import LOCK_HELD_ENV
 
 VAE_PART = "vae"
+LIGHTNING_PART = "lightning"
 
 
 def machine() -> str:
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     cases = select(args.suite, args.parts, args.steps, args.sizes)
     parts = {p.strip() for p in (args.parts or "").split(",") if p.strip()}
     run_vae = (args.suite == "cpu" and not parts) or VAE_PART in parts
+    run_lightning = (args.suite == "cpu" and not parts) or LIGHTNING_PART in parts
 
     started = time.perf_counter()
     results = []
@@ -101,6 +104,10 @@ def main(argv=None) -> int:
     text = render(results, header) if results else header
     if run_vae:
         text += "\n" + vae_section(out)
+    if run_lightning:
+        from .lightning import section as lightning_section
+
+        text += "\n" + lightning_section(cache, out, timeout=args.timeout)
     text += f"\nWhole run: {time.perf_counter() - started:.0f} s\n"
     (out / "report.md").write_text(text)
     print(text)

@@ -18,6 +18,7 @@ import torch
 from comfy.cli_args import args
 from comfy_api.latest import InputImpl, io, ui
 
+from ..wan_core.comfy_bridge import vae_stream
 from ..wan_core.config import KIND_DEFAULTS, ModelKind
 from ..wan_core.errors import WanUserError
 from ..wan_core.video import (
@@ -32,7 +33,6 @@ from ..wan_core.video import (
     check_frame_rate,
     iter_image_chunks,
 )
-from .types import Wan22Vae
 
 log = logging.getLogger("ComfyUI-Wan22")
 
@@ -58,15 +58,6 @@ def check_filename_prefix(prefix: str) -> str:
     return prefix
 
 
-def _decoder(vae):
-    """The VAE's streaming decode (the loader's wrapper first: it places the model on the device)."""
-    for owner in (vae, getattr(vae, "model", None)):
-        decode_iter = getattr(owner, "decode_iter", None)
-        if decode_iter is not None:
-            return decode_iter
-    raise WanUserError("vae is not a Wan2.2 VAE with streaming decode: connect the pack's Wan2.2 VAE loader.")
-
-
 def _latent_videos(samples: dict, vae) -> tuple[int, int, Iterator[list[torch.Tensor]]]:
     """(videos in the batch, progress steps, iterator of per-video frame chunks [t, H, W, 3] in 0..1)."""
     latent = samples.get("samples") if isinstance(samples, dict) else None
@@ -74,10 +65,10 @@ def _latent_videos(samples: dict, vae) -> tuple[int, int, Iterator[list[torch.Te
         shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else None
         raise WanUserError(f"samples must be a video latent [batch, channels, frames, h, w], got {shape}: "
                            "connect the Wan2.2 sampler's LATENT.")
-    decode_iter = _decoder(vae)
+    pixel_chunks = vae_stream.decode_iter(vae, latent)  # checks vae and samples before any file exists
 
     def chunks():
-        for pixels in decode_iter(latent):  # [B, 3, t, H, W] in [-1, 1]
+        for pixels in pixel_chunks:  # [B, 3, t, H, W] in [-1, 1], one latent frame's worth
             frames = ((pixels.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1)
             yield list(frames)  # one [t, H, W, 3] per video
             del pixels, frames  # not kept alive while the next latent frame decodes
@@ -124,7 +115,8 @@ class Wan22VideoCombine(io.ComfyNode):
                                  tooltip="On: ComfyUI's output folder. Off: the temp folder (a preview)."),
                 io.Image.Input("images", optional=True, tooltip="Frames to encode; or give samples + vae."),
                 io.Latent.Input("samples", optional=True, tooltip="A video latent, decoded chunk by chunk by vae."),
-                Wan22Vae.Input("vae", optional=True),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="A Wan2.1 or Wan2.2 VAE (this pack's loader or native Load VAE)."),
                 io.Audio.Input("audio", optional=True,
                                tooltip="Muxed in (aac in mp4, opus in webm), trimmed or padded to the video."),
             ],

@@ -185,10 +185,10 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         ("clip", "CLIP", "negative", "clip"),
         ("positive", "CONDITIONING", "sampler", "positive"),
         ("negative", "CONDITIONING", "sampler", "negative"),
-        ("vae", "WAN22_VAE", "latent", "vae"),
+        ("vae", "VAE", "latent", "vae"),
         ("latent", "LATENT", "sampler", "latent"),
         ("sampler", "LATENT", "decode", "samples"),
-        ("vae", "WAN22_VAE", "decode", "vae"),
+        ("vae", "VAE", "decode", "vae"),
         ("decode", "IMAGE", "combine", "images"),
     ]
     if low:
@@ -211,11 +211,182 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
     return Graph(name, nodes, links, groups)
 
 
+# ---------------------------------------------------------------------------------------------
+# The 4-step Lightning (lightx2v distill LoRA) variants of the A14B templates
+
+LIGHTNING_LORAS = {  # Comfy-Org's repackaged 4-step LoRAs: (high-noise expert, low-noise expert)
+    ModelKind.T2V: ("wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+                    "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"),
+    ModelKind.I2V: ("wan2.2_i2v_lightx2v_4steps_lora_v1_high_noise.safetensors",
+                    "wan2.2_i2v_lightx2v_4steps_lora_v1_low_noise.safetensors"),
+}
+DOWNLOADS.update({name: ("loras", f"{HF_22}/loras/{name}") for pair in LIGHTNING_LORAS.values() for name in pair})
+# The distill LoRAs' schedule: 4 steps, no CFG, shift 5, on the grid shifted linspace(1, 0, 5)[:-1]
+# (`wan_dpm`): timesteps 1000, 937, 833, 625 (the `wan` grid starts at 0.999: 999, 937, 833, 624).
+LIGHTNING = {"steps": 4, "cfg": 1.0, "shift": 5.0, "sampler_name": "euler", "scheduler": "wan_dpm"}
+
+
+def lightning_notes_text(kind: ModelKind, files: list[str], image: bool) -> str:
+    from wan_core.schedule import wan_dpm_schedule
+
+    d = KIND_DEFAULTS[kind]
+    schedule = wan_dpm_schedule(LIGHTNING["steps"], LIGHTNING["shift"])
+    k = schedule.switch_step(d.boundary)
+    t = [str(x) for x in schedule.timesteps.tolist()]
+    high, low = LIGHTNING_LORAS[kind]
+    base = notes_text(kind, files, image)
+    release = base[base.index("The sampler runs"):base.index("\n\nThe video is saved")]
+    lightning = (
+        f"**4-step Lightning:** `{high}` patches the high-noise expert and `{low}` the low-noise one "
+        f"(*Wan2.2 LoRA Loader*). The sampler runs {LIGHTNING['steps']} steps at cfg 1 on both experts "
+        f"(one model evaluation per step), shift {LIGHTNING['shift']:g}, the release's boundary {d.boundary}: "
+        f"{k} high-noise steps (t {', '.join(t[:k])}) then {len(t) - k} low-noise steps (t {', '.join(t[k:])}), "
+        f"the timesteps the LoRAs were distilled on ({LIGHTNING['sampler_name']} on the `wan_dpm` grid). The "
+        f"release's 40-step graph is `wan22_{kind.value}_a14b.json`."
+    )
+    return base.replace(release, lightning)
+
+
+def lightning_graph(kind: ModelKind, name: str) -> Graph:
+    """The A14B template with Wan22LoraLoader between the loader and the sampler, 4 steps, cfg 1."""
+    d = KIND_DEFAULTS[kind]
+    graph = wan_graph(kind, name)
+    high_lora, low_lora = LIGHTNING_LORAS[kind]
+    nodes = {n.key: n for n in graph.nodes}
+    files = [f for f in (*MODEL_FILES[kind], high_lora, low_lora, VAE21_FILE, TEXT_ENCODER_FILE)]
+    nodes["notes"].widgets = {"text": lightning_notes_text(kind, files, kind == ModelKind.I2V)}
+    nodes["notes"].size = (460, 640)
+    nodes["sampler"].widgets.update({
+        "steps": LIGHTNING["steps"], "use_release_defaults": False, "cfg": LIGHTNING["cfg"],
+        "cfg_low_noise": LIGHTNING["cfg"], "shift": LIGHTNING["shift"], "boundary": d.boundary,
+        "sampler_name": LIGHTNING["sampler_name"], "scheduler": LIGHTNING["scheduler"],
+    })
+    graph.nodes.append(Node("lora", "Wan22LoraLoader", (0, -260), (380, 180), {
+        "lora_high": high_lora, "strength_high": 1.0, "lora_low": low_lora, "strength_low": 1.0,
+    }, title="Lightning 4-step LoRAs (per expert)", models=(high_lora, low_lora)))
+    graph.links = [link for link in graph.links if link[2] != "sampler" or link[0] != "model"] + [
+        ("model", "model", "lora", "model"),
+        ("model", "low_noise_model", "lora", "low_noise_model"),
+        ("lora", "model", "sampler", "model"),
+        ("lora", "low_noise_model", "sampler", "low_noise_model"),
+    ]
+    graph.groups[0] = Group("1 · Models + Lightning LoRAs", ("lora", "model", "vae", "clip"))
+    graph.groups[3] = Group("4 · Sample: 4 steps, cfg 1, 2 + 2 across the boundary", ("sampler",))
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------
+# First-last frame and long video (two segments), built on the I2V-A14B graph
+
+END_IMAGE_FILE = START_IMAGE_FILE  # the one image a fresh install has: start = end makes a loop
+EXTEND_SEGMENT_FRAMES = (81, 85)  # the first run, then 5 carried frames + 80 new ones
+EXTEND_CARRIED_FRAMES = 5  # the first run's last frames that open the second (1 + 4: two latent frames)
+EXTEND_PROMPT_2 = (
+    "The camera keeps moving forward as the scene continues to unfold, the same light and style, smooth natural "
+    "motion, cinematic."
+)
+
+
+def _replace_node(graph: Graph, key: str, **changes) -> None:
+    node = next(n for n in graph.nodes if n.key == key)
+    for name, value in changes.items():
+        setattr(node, name, value)
+
+
+def _vae_output(graph: Graph) -> str:
+    """The VAE loader's output name, as wan_graph wires it."""
+    return next(out for src, out, dst, _ in graph.links if src == "vae" and dst == "latent")
+
+
+def flf_graph(name: str = "wan22_flf2v_a14b") -> Graph:
+    """I2V-A14B first-last-frame: a start and an end image, the release's I2V defaults."""
+    graph = wan_graph(ModelKind.I2V, name)
+    notes = next(n for n in graph.nodes if n.key == "notes")
+    notes.widgets["text"] = notes.widgets["text"].replace(
+        "**Start image:** pick it in *Load Image*; it is stretched to the video size.",
+        "**First and last frame:** pick the video's first frame in *Start image* and its last frame in *End "
+        "image*; each is stretched to the video size, and the experts generate the frames between. A batch of "
+        "several frames works on either side (give frames of the video's size, or set the latent node's "
+        "`resize`).",
+    )
+    _replace_node(graph, "image", title="Start image (first frame)")
+    graph.nodes.append(Node("end_image", "LoadImage", (0, 900), (380, 330), {"image": END_IMAGE_FILE},
+                            title="End image (last frame)"))
+    graph.links.append(("end_image", "IMAGE", "latent", "end_image"))
+    graph.groups[2] = Group("3 · First & last frame, video size", ("image", "end_image", "latent"))
+    return graph
+
+
+def extend_graph(name: str = "wan22_i2v_a14b_extend") -> Graph:
+    """I2V-A14B long video in one graph: segment 1 from the start image, segment 2 from segment 1's
+    last frames, joined without the repeated frames (81 + 85 - 5 = 161 frames)."""
+    first, second = EXTEND_SEGMENT_FRAMES
+    carried = EXTEND_CARRIED_FRAMES
+    d = KIND_DEFAULTS[ModelKind.I2V]
+    graph = wan_graph(ModelKind.I2V, name)
+    vae_out = _vae_output(graph)
+    notes = next(n for n in graph.nodes if n.key == "notes")
+    notes.widgets["text"] = notes.widgets["text"].replace(
+        "**Start image:** pick it in *Load Image*; it is stretched to the video size.",
+        f"**Long video, two segments:** segment 1 makes {first} frames from the start image; *Last Frames* "
+        f"takes its last {carried}, which open segment 2 ({second} frames: the {carried} carried + "
+        f"{second - carried} new); *Image From Batch* drops those {carried} repeated frames and *Image Batch* "
+        f"joins the two: {first + second - carried} frames ({(first + second - carried) / d.fps:.1f} s at "
+        f"{d.fps} fps). Give segment 2 its own prompt. For a third segment, copy group 5 and chain it the same "
+        f"way.",
+    )
+    _replace_node(graph, "latent", widgets={**next(n for n in graph.nodes if n.key == "latent").widgets,
+                                            "length": first})
+    sampler = next(n for n in graph.nodes if n.key == "sampler")
+    _replace_node(graph, "combine", pos=(1780, 0))
+    col4 = 1780
+    graph.nodes += [
+        Node("positive2", "CLIPTextEncode", (420, 1000), (440, 200), {"text": EXTEND_PROMPT_2},
+             title="Positive prompt, segment 2", color=GREEN[0], bgcolor=GREEN[1]),
+        Node("last", "Wan22LastFrames", (1300, 760), (320, 82), {"frames": carried}),
+        Node("latent2", "Wan22VideoLatent", (420, 1250), (320, 150),
+             {**next(n for n in graph.nodes if n.key == "latent").widgets, "length": second}),
+        Node("sampler2", "Wan22Sampler", (920, 1000), (340, 420), {**sampler.widgets, "seed": 43},
+             title="Wan2.2 Sampler, segment 2"),
+        Node("decode2", "Wan22VAEDecode", (1300, 1000), (320, 130)),
+        Node("drop", "ImageFromBatch", (col4, 600), (320, 106), {"batch_index": carried, "length": 4096},
+             title=f"Drop the {carried} repeated frames"),
+        Node("join", "ImageBatch", (col4, 760), (320, 70), title="Join the segments"),
+    ]
+    graph.links.remove(("decode", "IMAGE", "combine", "images"))
+    graph.links += [
+        ("decode", "IMAGE", "last", "images"),
+        ("clip", "CLIP", "positive2", "clip"),
+        ("vae", vae_out, "latent2", "vae"),
+        ("last", "IMAGE", "latent2", "start_image"),
+        ("model", "model", "sampler2", "model"),
+        ("model", "low_noise_model", "sampler2", "low_noise_model"),
+        ("positive2", "CONDITIONING", "sampler2", "positive"),
+        ("negative", "CONDITIONING", "sampler2", "negative"),
+        ("latent2", "LATENT", "sampler2", "latent"),
+        ("sampler2", "LATENT", "decode2", "samples"),
+        ("vae", vae_out, "decode2", "vae"),
+        ("decode2", "IMAGE", "drop", "image"),
+        ("decode", "IMAGE", "join", "image1"),
+        ("drop", "IMAGE", "join", "image2"),
+        ("join", "IMAGE", "combine", "images"),
+    ]
+    graph.groups[3] = Group("4 · Segment 1 (expert switch at the boundary)", ("sampler", "decode"))
+    graph.groups[4] = Group(f"5 · Segment 2: continues from the last {carried} frames",
+                            ("positive2", "last", "latent2", "sampler2", "decode2"))
+    graph.groups.append(Group("6 · Join & save", ("drop", "join", "combine")))
+    return graph
+
+
 def templates() -> list[Graph]:
     return [
         wan_graph(ModelKind.T2V, "wan22_t2v_a14b"),
         wan_graph(ModelKind.I2V, "wan22_i2v_a14b"),
         wan_graph(ModelKind.TI2V, "wan22_ti2v_5b"),
+        lightning_graph(ModelKind.T2V, "wan22_t2v_a14b_lightning"),
+        lightning_graph(ModelKind.I2V, "wan22_i2v_a14b_lightning"),
+        flf_graph(),
+        extend_graph(),
     ]
 
 

@@ -1,8 +1,8 @@
 """A real ComfyUI server for tests: started from .comfyui/ with the pack linked in, on a free
 loopback port, with its own base directory; stopped by its PID.
 
-The base directory holds custom_nodes/ (a link to this checkout, so any worktree tests itself),
-models/, input/, output/ and temp/. Tests write tiny model files under `models_dir(...)` while the
+The base directory holds custom_nodes/ (a link to this checkout, so any worktree tests itself,
+and one to the test-only nodes of tests/comfy_test_nodes), models/, input/, output/ and temp/. Tests write tiny model files under `models_dir(...)` while the
 server runs: ComfyUI lists model folders afresh on each request.
 """
 
@@ -24,6 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 COMFYUI_DIR = REPO / ".comfyui"
 PACK_DIR_NAME = "comfyui-wan22"
+# Test-only nodes (tests/comfy_test_nodes), linked next to the pack; never shipped.
+TEST_NODES_DIR, TEST_NODES_NAME = REPO / "tests" / "comfy_test_nodes", "wan22_test_nodes"
 START_TIMEOUT_S = 300
 
 
@@ -57,6 +59,9 @@ class ComfyServer:
         link = self.base_dir / "custom_nodes" / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
+        test_nodes = self.base_dir / "custom_nodes" / TEST_NODES_NAME
+        if not test_nodes.exists():
+            test_nodes.symlink_to(TEST_NODES_DIR, target_is_directory=True)
         cmd = [
             sys.executable, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1",
             "--port", str(self.port), "--base-directory", str(self.base_dir), "--disable-auto-launch",

@@ -189,6 +189,23 @@ def diffusers_model(cfg: DiTConfig, sd: dict):
     return model.eval()
 
 
+def comfy_wan_model(cfg: DiTConfig, sd: dict):
+    """ComfyUI's own WanModel built directly (plain fp32 layers, no loader involved) with these
+    weights: the reference the pack's loading is compared against. Needs ComfyUI imported
+    (tests.comfy_inprocess)."""
+    import comfy.ldm.wan.model
+    import comfy.ops
+
+    model = comfy.ldm.wan.model.WanModel(
+        model_type="t2v", patch_size=cfg.patch_size, text_len=cfg.text_len, in_dim=cfg.in_dim, dim=cfg.dim,
+        ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim, out_dim=cfg.out_dim,
+        num_heads=cfg.num_heads, num_layers=cfg.num_layers, eps=cfg.eps, operations=comfy.ops.disable_weight_init,
+        dtype=torch.float32,
+    )
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    return model.eval()
+
+
 def write_large_comfy_file(cfg: DiTConfig, path: Path, dtype: torch.dtype = torch.bfloat16,
                            values: str = "uniform", seed: int = 0) -> Path:
     """A ComfyUI single file of any size (real sizes for benchmarks), streamed to disk one tensor

@@ -6,6 +6,10 @@ given the release's sigma grid, the same noise, the same boundary and per-expert
 the latent space the DiT works in (normalised: (raw - mean) / std). Written from the release's
 loop (wan/text2video.py, image2video.py, textimage2video.py): x starts as the unscaled noise; the
 expert is the high-noise one while t >= boundary * 1000; v = v_uncond + g * (v_cond - v_uncond).
+
+`release_i2v_condition` builds the I2V-A14B extra channels for a first image and optionally a last
+one with diffusers' own WanImageToVideoPipeline.prepare_latents (the release's construction: the
+video [first, zeros, last] encoded, mask 1 on the first and last pixel frame, frame 0 repeated 4x).
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ def diffusers_unipc(steps: int, shift: float):
     )
     scheduler.set_timesteps(sigmas=np.linspace(0.999, 0, steps + 1)[:-1])
     return scheduler
+
+
+def release_i2v_condition(vae, first_image: torch.Tensor, last_image: torch.Tensor | None, frames: int) -> torch.Tensor:
+    """[1, 4 + 16, latent frames, h, w]: mask then normalised image latent, as the release builds them.
+
+    vae: a diffusers AutoencoderKLWan (Wan2.1). Images: [1, 3, H, W] in [-1, 1] at the video's size
+    (what the pipeline's own preprocessing hands to prepare_latents)."""
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=None)
+    height, width = first_image.shape[-2:]
+    _, condition = pipe.prepare_latents(
+        first_image, 1, vae.config.z_dim, height, width, frames, torch.float32, torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0), last_image=last_image,
+    )
+    return condition
 
 
 def pad_context(context: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Random Wan VAEs of both kinds, tiny or real-size, written in every format users have.
+"""Random Wan VAEs of both kinds, tiny or real-size, on ComfyUI's own Wan VAE modules, written in
+every format users have.
 
 Every parameter is random (seeded), so parity tests exercise all of them:
-- `random_release_state_dict(kind, size, seed)`: the release's names (official .pth / ComfyUI).
+- `random_release_state_dict(kind, size, seed)`: the release's names (= ComfyUI's; official .pth).
+- `random_vae(kind, size, seed)`: a native comfy.sd.VAE holding those weights (ComfyUI's module).
 - `write_vae(path, kind, fmt, size, dtype, seed)`: fmt "comfy" (.safetensors), "official" (.pth)
   or "diffusers" (an AutoencoderKLWan folder saved by diffusers itself); returns the path to load.
 - `diffusers_vae(kind, size, seed)`: the same weights as a diffusers AutoencoderKLWan.
@@ -18,10 +20,10 @@ import math
 from pathlib import Path
 
 import torch
+from comfy_inprocess import comfy
 
-from wan_core.vae.kinds import VAE_KINDS, WAN21, WAN22
+from wan_core.vae.kinds import VAE_KINDS, WAN21, WAN22, VaeConfig
 from wan_core.vae.loading import diffusers_to_release_key
-from wan_core.vae.model import VaeConfig, WanVAE
 
 SIZES = {
     ("wan2.1", "tiny"): (4, 4),
@@ -34,6 +36,13 @@ SIZES = {
 def vae_config(kind: str, size: str = "tiny") -> VaeConfig:
     enc, dec = SIZES[(kind, size)]
     return VaeConfig(kind=VAE_KINDS[kind], enc_dim=enc, dec_dim=dec)
+
+
+def _bridge():
+    comfy()
+    from wan_core.comfy_bridge import vae_patcher
+
+    return vae_patcher
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -52,19 +61,30 @@ def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def random_vae(kind: str, size: str = "tiny", seed: int = 0) -> WanVAE:
-    return randomize_(WanVAE(vae_config(kind, size)), seed).eval()
+def random_module(kind: str, size: str = "tiny", seed: int = 0) -> torch.nn.Module:
+    """ComfyUI's Wan VAE module (comfy.ldm.wan) of this kind and size, every parameter random."""
+    module = _bridge().build_module(vae_config(kind, size))
+    module.to(torch.float32)  # built in the default dtype; parameters are filled next
+    return randomize_(module, seed).eval().requires_grad_(False)
 
 
-def localize_(vae: WanVAE, spatial: float = 0.05, attention: float = 0.01) -> WanVAE:
+def random_vae(kind: str, size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A native comfy.sd.VAE around random_module(kind, size, seed) (fp32 unless told)."""
+    bridge = _bridge()
+    return bridge.wrap_module(vae_config(kind, size), random_module(kind, size, seed), dtype=dtype)
+
+
+def localize_(vae, spatial: float = 0.05, attention: float = 0.01):
     """Damps the off-centre taps of every 3x3 kernel and the attention output, in place.
 
     Spatial tiling relies on trained VAEs being local: a pixel depends little on latents far away.
     Random weights are not: tile-border effects travel through the decoder's ~17-latent-cell
     receptive field and its per-frame global attention at full strength. This gives a random VAE
-    (still every parameter random) the locality that tiling tests need."""
+    (still every parameter random) the locality that tiling tests need. Takes a comfy.sd.VAE or
+    its module."""
+    module = getattr(vae, "first_stage_model", vae)
     with torch.no_grad():
-        for name, p in vae.named_parameters():
+        for name, p in module.named_parameters():
             if p.dim() >= 4 and p.shape[-1] == 3 and p.shape[-2] == 3:
                 centre = p[..., 1:2, 1:2].clone()
                 p.mul_(spatial)
@@ -75,7 +95,7 @@ def localize_(vae: WanVAE, spatial: float = 0.05, attention: float = 0.01) -> Wa
 
 
 def random_release_state_dict(kind: str, size: str = "tiny", seed: int = 0) -> dict[str, torch.Tensor]:
-    return random_vae(kind, size, seed).state_dict()
+    return random_module(kind, size, seed).state_dict()
 
 
 def diffusers_config(kind: str, size: str = "tiny") -> dict:
@@ -103,7 +123,7 @@ def diffusers_vae(kind: str, size: str = "tiny", seed: int = 0):
 
 def write_vae(path, kind: str = "wan2.1", fmt: str = "comfy", size: str = "tiny",
               dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
-    """Writes a random VAE; returns what to pass to load_vae (a file, or a folder for diffusers)."""
+    """Writes a random VAE; returns what to pass to the loader (a file, or a folder for diffusers)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "diffusers":
@@ -133,8 +153,8 @@ def smooth_latent(kind: str, frames: int, height: int, width: int, seed: int = 0
     return (amp * torch.cos(2.0 * ys + 1.5 * xs + 0.5 * ts + phase)).unsqueeze(0)
 
 
-__all__ = ["SIZES", "WAN21", "WAN22", "bigmem_lock", "diffusers_vae", "localize_", "random_release_state_dict", "random_vae", "randomize_",
-           "smooth_latent", "vae_config", "write_vae"]
+__all__ = ["SIZES", "WAN21", "WAN22", "bigmem_lock", "diffusers_vae", "localize_", "random_module",
+           "random_release_state_dict", "random_vae", "randomize_", "smooth_latent", "vae_config", "write_vae"]
 
 
 @contextlib.contextmanager

@@ -25,17 +25,21 @@ def rss_kib(field: str) -> int:
 
 def main(kind: str, height: int, width: int, latent_frames: int, tile: int, overlap: int) -> dict:
     import torch
+    from comfy_inprocess import comfy
     from vae_factory import random_vae, smooth_latent
 
+    comfy()
+    from wan_core.comfy_bridge import vae_stream
+
     vae = random_vae(kind, "real", seed=0)
-    s = vae.stride[1]
+    s = vae.spacial_compression_decode()
     latent = smooth_latent(kind, latent_frames, height // s, width // s)
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
     base = rss_kib("VmRSS")
     start = time.perf_counter()
     frames = 0
     with torch.no_grad():
-        for chunk in vae.decode_iter(latent, tile=tile, overlap=overlap):
+        for chunk in vae_stream.decode_iter(vae, latent, tile=tile, overlap=overlap):
             frames += chunk.shape[2]
     return {"kind": kind, "tile": tile, "peak_mib": (rss_kib("VmHWM") - base) / 1024,
             "seconds": time.perf_counter() - start, "frames": frames}

@@ -115,6 +115,10 @@ class DiTCheckpoint:
     scaled_fp8: torch.dtype | None  # the fp8 dtype of a ComfyUI scaled fp8 file
     scales: dict[str, str] = field(default_factory=dict)  # official "<layer>.weight" -> source scale key
     notes: list[str] = field(default_factory=list)
+    # Scaled fp8 files that ask for fp8 matrix multiplication (ComfyUI: a marker that is not 2
+    # elements) carry per-layer input scales: official "<layer>.scale_input" -> source key.
+    fp8_matmul: bool = False
+    input_scales: dict[str, str] = field(default_factory=dict)
 
     @property
     def description(self) -> str:
@@ -226,13 +230,17 @@ def inspect_dit(path: str | Path) -> DiTCheckpoint:
     _check_complete(path, weights, config)
 
     scaled_fp8 = None
+    fp8_matmul = False
     scales: dict[str, str] = {}
     if marker is not None:
         marker_dtype = raw[marker].dtype
         scaled_fp8 = marker_dtype if marker_dtype in FP8_DTYPES else torch.float8_e4m3fn
         scales = {k[: -len("scale_weight")] + "weight": v for k, v in scale_keys.items() if k.endswith("scale_weight")}
+        fp8_matmul = tensor_shape(raw, marker) != (2,)
     file_dtype = _dtype_of(raw, names["blocks.0.ffn.0.weight"])
-    return DiTCheckpoint(path, layout, weights, config, kind, file_dtype, scaled_fp8, scales, notes)
+    input_scales = {k: v for k, v in scale_keys.items() if k.endswith("scale_input")} if scaled_fp8 else {}
+    return DiTCheckpoint(path, layout, weights, config, kind, file_dtype, scaled_fp8, scales, notes,
+                         fp8_matmul=scaled_fp8 is not None and fp8_matmul, input_scales=input_scales)
 
 
 def _dtype_of(raw: Mapping, key: str) -> torch.dtype:
@@ -361,3 +369,6 @@ def stored_tensors(ckpt: DiTCheckpoint, storage: torch.dtype, other: torch.dtype
             t = t.to(torch.float32) * scale
         target = storage if is_matrix_weight(key, tuple(t.shape)) else other
         yield key, t.to(device=device, dtype=target)
+    if keep_scaled and ckpt.fp8_matmul:  # the input scales fp8 matrix multiplication uses
+        for key, source_key in ckpt.input_scales.items():
+            yield key, ckpt.weights.source[source_key].to(device, torch.float32)

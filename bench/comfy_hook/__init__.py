@@ -48,7 +48,37 @@ class BenchConditioning:
         return (cond(), cond())
 
 
-NODE_CLASS_MAPPINGS = {"BenchConditioning": BenchConditioning}
+# DiT evaluations per label since the last read of /wan22_bench/evaluations: forward calls and
+# batch rows (a CFG step evaluates cond and uncond: 2 rows, in one call when they batch).
+_EVALUATIONS: dict[str, dict[str, int]] = {}
+
+
+class BenchCountEvaluations:
+    """MODEL -> the same MODEL, counting each DiT evaluation (a model function wrapper, which the
+    pack's sampler and native KSamplerAdvanced both call around every apply_model)."""
+
+    CATEGORY = "wan22_bench"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "wrap"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "label": ("STRING", {"default": "model"})}}
+
+    def wrap(self, model, label):
+        counted = model.clone()
+
+        def counting(apply_model, args):
+            entry = _EVALUATIONS.setdefault(label, {"calls": 0, "rows": 0})
+            entry["calls"] += 1
+            entry["rows"] += int(args["input"].shape[0])
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        counted.set_model_unet_function_wrapper(counting)
+        return (counted,)
+
+
+NODE_CLASS_MAPPINGS = {"BenchConditioning": BenchConditioning, "BenchCountEvaluations": BenchCountEvaluations}
 
 
 def _cap_device_memory() -> None:
@@ -114,6 +144,12 @@ def _register_routes() -> None:
     @PromptServer.instance.routes.get("/wan22_bench/loaded")
     async def loaded(request):
         return web.json_response({"loaded": _loaded_models(), "host_rss_bytes": _status_bytes("VmRSS")})
+
+    @PromptServer.instance.routes.get("/wan22_bench/evaluations")
+    async def evaluations(request):
+        out = {label: dict(v) for label, v in _EVALUATIONS.items()}
+        _EVALUATIONS.clear()
+        return web.json_response(out)
 
     @PromptServer.instance.routes.get("/wan22_bench/peaks")
     async def peaks(request):

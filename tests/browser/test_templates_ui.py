@@ -21,7 +21,9 @@ from wan_core.config import ModelKind
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
-TEMPLATES = {"wan22_t2v_a14b": ModelKind.T2V, "wan22_i2v_a14b": ModelKind.I2V, "wan22_ti2v_5b": ModelKind.TI2V}
+TEMPLATES = {"wan22_t2v_a14b": ModelKind.T2V, "wan22_i2v_a14b": ModelKind.I2V, "wan22_ti2v_5b": ModelKind.TI2V,
+             "wan22_t2v_a14b_lightning": ModelKind.T2V, "wan22_i2v_a14b_lightning": ModelKind.I2V,
+             "wan22_flf2v_a14b": ModelKind.I2V, "wan22_i2v_a14b_extend": ModelKind.I2V}
 WIDTH, HEIGHT, FRAMES, STEPS = 64, 64, 5, 4
 # The frontend asks the online node registry about custom node types; this machine has no internet.
 OFFLINE_NOISE = "api.comfy.org"
@@ -34,8 +36,17 @@ def our_problems(page) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_models(comfy_server):
     """Tiny random models under every template's file names, and the start image ComfyUI ships."""
+    from dit_factory import tiny_config
+    from lora_factory import random_lora, write_lora
+
     for i, (name, kind) in enumerate(TEMPLATES.items()):
-        write_models(comfy_server.base_dir / "models", kind, template_names(load_api(name)), seed=100 + i)
+        prompt = load_api(name)
+        write_models(comfy_server.base_dir / "models", kind, template_names(prompt), seed=100 + i)
+        for node in prompt.values():  # the Lightning templates' LoRA files
+            if node["class_type"] == "Wan22LoraLoader":
+                for j, key in enumerate(("lora_high", "lora_low")):
+                    write_lora(random_lora(tiny_config(kind), seed=j), comfy_server.base_dir / "models" / "loras" /
+                               node["inputs"][key], "lightx2v_lora_AB")
     comfy_input = WORKFLOWS_DIR.parent / ".comfyui" / "input" / "example.png"
     shutil.copy(comfy_input, comfy_server.base_dir / "input" / "example.png")
 

@@ -14,9 +14,11 @@ PACK_NODES = {
     "Wan22ModelLoader",
     "Wan22Sampler",
     "Wan22VideoLatent",
+    "Wan22LastFrames",
     "Wan22VAELoader",
     "Wan22VAEEncode",
     "Wan22VAEDecode",
+    "Wan22LoraLoader",
 }
 
 

@@ -1,6 +1,8 @@
-"""The VAE nodes in the real ComfyUI server, on tiny random VAE files in models/vae: our encode and
-decode agree with native VAELoader/VAEEncode/VAEDecode on the same file, in both directions; every
-bad input of the issue fails with a clear message and the server keeps serving."""
+"""The VAE nodes in the real ComfyUI server, on tiny random VAE files in models/vae: the pack's
+loader gives a native VAE, so the pack's VAE works in native VAEEncode/VAEDecode and native
+VAELoader's VAE works in the pack's encode/decode, all agreeing with native on the same file;
+every bad input (a VAE of the wrong kind or not a Wan VAE included) fails with a clear message
+and the server keeps serving."""
 
 import datetime
 import io
@@ -69,21 +71,46 @@ def test_our_and_native_vae_nodes_are_interchangeable(comfy_server, files):
         "11": {"class_type": "VAELoader", "inputs": {"vae_name": VAE21}},
         "12": {"class_type": "Wan22VAEEncode", "inputs": {"vae": ["10", 0], "pixels": ["5", 0]}},
         "13": {"class_type": "VAEEncode", "inputs": {"vae": ["11", 0], "pixels": ["5", 0]}},
-        # ours on ours, native on ours, ours on native
-        "14": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["12", 0]}},
-        "15": {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["12", 0]}},
-        "16": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["13", 0]}},
-        "17": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "vae_ours"}},
-        "18": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "vae_native"}},
-        "19": {"class_type": "SaveImage", "inputs": {"images": ["16", 0], "filename_prefix": "vae_cross"}},
+        # native all the way; then each pack node on native's VAE, each native node on the pack's VAE
+        "14": {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["13", 0]}},
+        "15": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["13", 0]}},
+        "16": {"class_type": "VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["13", 0]}},
+        "17": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["12", 0]}},
+        "18": {"class_type": "VAEEncode", "inputs": {"vae": ["10", 0], "pixels": ["5", 0]}},
+        "19": {"class_type": "Wan22VAEEncode", "inputs": {"vae": ["11", 0], "pixels": ["5", 0]}},
+        "20": {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["18", 0]}},
+        "21": {"class_type": "VAEDecode", "inputs": {"vae": ["11", 0], "samples": ["19", 0]}},
+    })
+    names = {"14": "native", "15": "pack_decode_native_vae", "16": "native_decode_pack_vae",
+             "17": "pack_all", "20": "native_encode_pack_vae", "21": "pack_encode_native_vae"}
+    for i, (node, name) in enumerate(names.items()):
+        prompt[str(30 + i)] = {"class_type": "SaveImage", "inputs": {"images": [node, 0], "filename_prefix": f"vae_{name}"}}
+    history = comfy_server.run(prompt)
+    frames = {name: saved_frames(comfy_server, history, str(30 + i)) for i, name in enumerate(names.values())}
+    native = frames.pop("native")
+    assert native.shape == (5, 32, 48, 3)
+    assert native.std() > 5  # real pictures, not a flat colour
+    for name, got in frames.items():
+        # 8-bit PNGs: equal up to one level where a value sits on a rounding boundary.
+        assert got.shape == native.shape and np.abs(got - native).max() <= 1, name
+
+
+def test_the_pack_loaders_wan22_vae_works_in_native_nodes(comfy_server, files):
+    # Native VAELoader builds only the release's Wan2.2 widths; the pack's loader reads any width.
+    prompt = five_frames(files)
+    prompt.update({
+        "10": {"class_type": "Wan22VAELoader", "inputs": {"vae_name": VAE22}},
+        "12": {"class_type": "Wan22VAEEncode", "inputs": {"vae": ["10", 0], "pixels": ["5", 0]}},
+        "13": {"class_type": "VAEEncode", "inputs": {"vae": ["10", 0], "pixels": ["5", 0]}},
+        "14": {"class_type": "VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["13", 0]}},
+        "15": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["10", 0], "samples": ["12", 0]}},
+        "16": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "vae22_native"}},
+        "17": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "vae22_pack"}},
     })
     history = comfy_server.run(prompt)
-    ours, native, cross = (saved_frames(comfy_server, history, n) for n in ("17", "18", "19"))
-    assert ours.shape == native.shape == cross.shape == (5, 32, 48, 3)
-    # 8-bit PNGs: equal up to one level where a value sits on a rounding boundary.
-    assert np.abs(ours - native).max() <= 1
-    assert np.abs(ours - cross).max() <= 1
-    assert ours.std() > 5  # real pictures, not a flat colour
+    native, pack = saved_frames(comfy_server, history, "16"), saved_frames(comfy_server, history, "17")
+    assert native.shape == pack.shape == (5, 32, 48, 3)
+    assert np.abs(native - pack).max() <= 1 and native.std() > 5
 
 
 def run_error(server, prompt):
@@ -105,6 +132,21 @@ def test_bad_inputs_fail_clearly_and_the_server_keeps_serving(comfy_server, file
                   "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}}}
         message = run_error(comfy_server, prompt)
         assert f"samples: has {channels} channels (a {other} latent)" in message, message
+
+    # native VAELoader's Wan2.1 VAE with a Wan2.2 latent, and a VAE that is not a Wan VAE at all
+    prompt = {**five_frames(files), **loaders,
+              "12": {"class_type": "Wan22VAEEncode", "inputs": {"vae": ["11", 0], "pixels": ["5", 0]}},
+              "20": {"class_type": "VAELoader", "inputs": {"vae_name": VAE21}},
+              "13": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["20", 0], "samples": ["12", 0]}},
+              "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}}}
+    message = run_error(comfy_server, prompt)
+    assert "samples: has 48 channels (a wan2.2 latent), but the vae is a wan2.1 VAE" in message, message
+    prompt = {**five_frames(files),
+              "20": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+              "13": {"class_type": "Wan22VAEEncode", "inputs": {"vae": ["20", 0], "pixels": ["5", 0]}},
+              "14": {"class_type": "PreviewAny", "inputs": {"source": ["13", 0]}}}
+    message = run_error(comfy_server, prompt)
+    assert "vae: a PixelspaceConversionVAE VAE, not a Wan VAE" in message, message
 
     # width/height not a multiple of the stride
     prompt = {**loaders, "1": {"class_type": "LoadImage", "inputs": {"image": files["odd"]}},

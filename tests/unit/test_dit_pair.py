@@ -86,7 +86,7 @@ def test_mismatched_experts_are_refused_before_loading(wan, monkeypatch):
     write(root, "k_t2v_wide.safetensors", "t2v", dim=384)
     loaded = []
     monkeypatch.setattr(pair_mod, "expert_from_checkpoint", lambda *a: loaded.append(a))
-    with pytest.raises(ValueError, match="k_i2v.safetensors is a i2v expert but model k_t2v.safetensors is a t2v"):
+    with pytest.raises(ValueError, match="k_i2v.safetensors is an I2V-A14B expert but model k_t2v.safetensors is a T2V-A14B"):
         loader.Wan22ModelLoader.execute("k_t2v.safetensors", "k_i2v.safetensors", "default")
     with pytest.raises(ValueError, match="is a t2v model of dim 384.*dim 256.*pick the matching expert"):
         loader.Wan22ModelLoader.execute("k_t2v.safetensors", "k_t2v_wide.safetensors", "default")

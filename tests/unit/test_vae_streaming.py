@@ -1,17 +1,23 @@
-"""Causal chunked decode as a stream, spatial tiling with cross-fades, automatic tiles and the
-out-of-memory retry; fp32 on CPU, random weights."""
+"""Causal chunked decode as a stream over ComfyUI's Wan VAE modules, tile-major spatial tiling with
+cross-fades, automatic tiles and the out-of-memory retry; fp32 on CPU, random weights."""
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+from comfy_inprocess import comfy
 from vae_factory import bigmem_lock, localize_, random_vae, smooth_latent
 
-from wan_core.vae import streaming
+comfy()
+from wan_core.comfy_bridge import vae_stream  # noqa: E402
+from wan_core.comfy_bridge.vae_stream import WanChunkCodec  # noqa: E402
+from wan_core.vae import streaming  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -22,34 +28,44 @@ def local_only_(vae):
     return localize_(vae, spatial=0.0, attention=0.0)
 
 
+def decode(vae, latent, **kw):
+    return vae_stream.decode(vae, latent, **kw)
+
+
+def encode(vae, pixels, **kw):
+    return vae_stream.encode(vae, pixels, **kw)
+
+
 @pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
-def test_decode_iter_streams_one_then_four_frames_equal_to_decode(kind):
+def test_decode_iter_streams_one_then_four_frames_equal_to_a_whole_decode(kind):
     vae = random_vae(kind, seed=2)
-    latent = torch.randn(1, vae.z_dim, 3, 4, 5, generator=torch.Generator().manual_seed(0))
-    chunks = list(vae.decode_iter(latent, tile=0))
+    z = vae.latent_channels
+    latent = torch.randn(1, z, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    chunks = list(vae_stream.decode_iter(vae, latent, tile=0))
     assert [c.shape[2] for c in chunks] == [1, 4, 4]
     assert all(c.dtype == torch.float32 and c.device.type == "cpu" for c in chunks)
-    whole = vae.decode(latent)
-    assert torch.equal(torch.cat(chunks, dim=2), whole)
+    # ComfyUI's own whole-video decode of its module, clamped as native does when making images
+    whole = vae.first_stage_model.decode(latent).clamp(-1, 1)
+    assert (torch.cat(chunks, dim=2) - whole).abs().max() <= 1e-5
     assert whole.abs().max() <= 1.0
 
 
 @pytest.mark.parametrize("kind", ["wan2.1", "wan2.2"])
 def test_tiling_is_exact_for_a_decoder_without_spatial_interaction(kind):
     vae = local_only_(random_vae(kind, seed=4))
-    s = vae.stride[1]
-    latent = torch.randn(1, vae.z_dim, 2, 12, 15, generator=torch.Generator().manual_seed(1))
-    whole = vae.decode(latent, tile=0)
-    tiled = vae.decode(latent, tile=8 * s, overlap=3 * s)  # 2 x 3 tiles, uneven overlaps
+    s = vae.spacial_compression_decode()
+    latent = torch.randn(1, vae.latent_channels, 2, 12, 15, generator=torch.Generator().manual_seed(1))
+    whole = decode(vae, latent, tile=0)
+    tiled = decode(vae, latent, tile=8 * s, overlap=3 * s)  # 2 x 3 tiles, uneven overlaps
     assert (tiled - whole).abs().max().item() <= 1e-5
     pixels = whole * 0.9
-    assert (vae.encode(pixels, tile=8 * s, overlap=3 * s) - vae.encode(pixels, tile=0)).abs().max() <= 1e-5
+    assert (encode(vae, pixels, tile=8 * s, overlap=3 * s) - encode(vae, pixels, tile=0)).abs().max() <= 1e-5
 
 
 def test_a_tile_as_large_as_the_frame_is_the_untiled_decode():
     vae = random_vae("wan2.1", seed=5)
     latent = torch.randn(1, 16, 2, 6, 7)
-    assert torch.equal(vae.decode(latent, tile=64), vae.decode(latent, tile=0))
+    assert torch.equal(decode(vae, latent, tile=64), decode(vae, latent, tile=0))
 
 
 def test_tiled_decode_of_a_smooth_latent_is_within_2e_2_of_untiled():
@@ -57,8 +73,8 @@ def test_tiled_decode_of_a_smooth_latent_is_within_2e_2_of_untiled():
     # fully random weights, border effects cross whole tiles and the error is O(1).
     vae = localize_(random_vae("wan2.1", seed=0), spatial=0.02, attention=0.003)
     latent = smooth_latent("wan2.1", 2, 16, 16)
-    whole = vae.decode(latent, tile=0)
-    tiled = vae.decode(latent, tile=10 * 8, overlap=5 * 8)  # 2 x 2 tiles
+    whole = decode(vae, latent, tile=0)
+    tiled = decode(vae, latent, tile=10 * 8, overlap=5 * 8)  # 2 x 2 tiles
     err = (tiled - whole).abs().max().item()
     assert err <= 2e-2, err
     assert whole.std() > 0.05
@@ -73,56 +89,49 @@ def test_tile_spans_cover_the_axis_with_even_overlaps():
 
 
 def test_automatic_tiles_follow_the_free_memory():
-    vae = random_vae("wan2.1")
-    per_px = streaming.decode_bytes_per_pixel(vae)
+    codec = WanChunkCodec(random_vae("wan2.1"))
+    per_px = streaming.decode_bytes_per_pixel(codec)
     frame_bytes = 64 * 64 * 64 * per_px
-    assert streaming.auto_tile_cells(vae, 64, 64, int(4 * frame_bytes), per_px) == 0  # fits whole
-    cells = streaming.auto_tile_cells(vae, 64, 64, int(frame_bytes / 8), per_px)
+    assert streaming.auto_tile_cells(codec, 64, 64, int(4 * frame_bytes), per_px) == 0  # fits whole
+    cells = streaming.auto_tile_cells(codec, 64, 64, int(frame_bytes / 8), per_px)
     assert streaming.MIN_TILE_CELLS <= cells < 64
-    # decode_iter with a small budget really tiles, and still streams the same frame counts
+    # with a small budget the decode really tiles (and says so), streaming the same frame counts
     latent = smooth_latent("wan2.1", 2, 40, 40)
     budget = int(40 * 40 * 64 * per_px / 4)
-    chunks = list(vae.decode_iter(latent, tile=None, free_memory=budget))
+    chunks = list(streaming.decode_video(codec, latent, tile=None, overlap=None, free_memory=budget))
     assert [c.shape[2] for c in chunks] == [1, 4]
 
 
-class LimitedDeviceVAE(torch.nn.Module):
-    """Stands in for a GPU with little memory (a CPU cannot run out on demand): the wrapped VAE
-    raises torch.OutOfMemoryError for a 4-frame chunk wider than `limit` latent cells, as a
-    device would, after the 1-frame first chunk went through."""
+class LimitedDeviceCodec(WanChunkCodec):
+    """Stands in for a GPU with little memory (a CPU cannot run out on demand): raises
+    torch.OutOfMemoryError for a 4-frame chunk wider than `limit` latent cells, as a device
+    would, after the 1-frame first chunk went through."""
 
     def __init__(self, vae, limit):
-        super().__init__()
-        self.vae, self.limit, self.ooms = vae, limit, 0
-        self.cfg = vae.cfg
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.vae, name)
+        super().__init__(vae)
+        self.limit, self.ooms = limit, 0
 
     def decode_chunk(self, latent, state):
-        if self.vae.decoder.conv1 in state and latent.shape[-1] > self.limit:
+        if not state.first and latent.shape[-1] > self.limit:
             self.ooms += 1
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.vae.decode_chunk(latent, state)
+        return super().decode_chunk(latent, state)
 
 
 def test_out_of_memory_retries_with_smaller_tiles_without_repeating_frames(caplog):
     vae = local_only_(random_vae("wan2.1", seed=8))
     latent = torch.randn(1, 16, 3, 16, 32, generator=torch.Generator().manual_seed(3))
-    limited = LimitedDeviceVAE(vae, limit=16)
+    limited = LimitedDeviceCodec(vae, limit=16)
     chunks = list(streaming.decode_video(limited, latent, tile=0, overlap=None, free_memory=None))
     assert limited.ooms == 1
     assert [c.shape[2] for c in chunks] == [1, 4, 4]  # the first frame was not handed out twice
-    assert (torch.cat(chunks, 2) - vae.decode(latent, tile=0)).abs().max() <= 1e-5
+    assert (torch.cat(chunks, 2) - decode(vae, latent, tile=0)).abs().max() <= 1e-5
     assert "retrying with 128px tiles" in caplog.text
 
 
 def test_out_of_memory_at_the_smallest_tile_is_reported():
     vae = random_vae("wan2.1", seed=8)
-    limited = LimitedDeviceVAE(vae, limit=0)
+    limited = LimitedDeviceCodec(vae, limit=0)
     with pytest.raises(torch.OutOfMemoryError, match="even with 64px tiles"):
         list(streaming.decode_video(limited, torch.randn(1, 16, 2, 16, 16), tile=0, overlap=None, free_memory=None))
 
@@ -146,3 +155,35 @@ def test_tiled_decode_peaks_lower_than_untiled_on_the_real_size_wan21_vae():
         untiled, tiled = _peak(0, 0), _peak(120, 16)
     assert untiled["frames"] == tiled["frames"] == 5
     assert tiled["peak_mib"] < 0.85 * untiled["peak_mib"], (untiled, tiled)
+
+
+class StateCountingCodec(WanChunkCodec):
+    """Counts the causal caches alive while each chunk decodes."""
+
+    def __init__(self, vae):
+        super().__init__(vae)
+        self.alive, self.most_alive, self.tiles_seen = weakref.WeakSet(), 0, []
+
+    def new_state(self):
+        state = super().new_state()
+        self.alive.add(state)
+        return state
+
+    def decode_chunk(self, latent, state):
+        gc.collect()
+        self.most_alive = max(self.most_alive, len(self.alive))
+        self.tiles_seen.append(tuple(latent.shape[-2:]))
+        return super().decode_chunk(latent, state)
+
+
+def test_tiles_run_tile_major_with_one_causal_cache_alive_at_a_time():
+    vae = local_only_(random_vae("wan2.1", seed=6))
+    latent = torch.randn(1, 16, 3, 16, 24, generator=torch.Generator().manual_seed(2))
+    codec = StateCountingCodec(vae)
+    tiled = torch.cat(list(streaming.decode_video(codec, latent, tile=64, overlap=16, free_memory=None)), 2)
+    assert codec.most_alive == 1
+    # each tile goes through all 3 latent frames before the next tile starts
+    tiles = codec.tiles_seen
+    assert len(tiles) % 3 == 0 and len(tiles) // 3 > 1
+    assert tiled.shape == (1, 3, 9, 128, 192)
+    assert (tiled - decode(vae, latent, tile=0)).abs().max() <= 1e-5  # exact for a local decoder

@@ -45,12 +45,13 @@ def comfy_unet_config(ckpt: DiTCheckpoint) -> dict:
 _UNET_DTYPE_FLAGS = {
     "fp32_unet": torch.float32, "fp64_unet": torch.float64, "bf16_unet": torch.bfloat16,
     "fp16_unet": torch.float16, "fp8_e4m3fn_unet": torch.float8_e4m3fn, "fp8_e5m2_unet": torch.float8_e5m2,
+    "fp8_e8m0fnu_unet": getattr(torch, "float8_e8m0fnu", None),
 }
 
 
 def _forced_dtype() -> torch.dtype | None:
     args = comfy.cli_args.args
-    return next((dtype for flag, dtype in _UNET_DTYPE_FLAGS.items() if getattr(args, flag, False)), None)
+    return next((dtype for flag, dtype in _UNET_DTYPE_FLAGS.items() if dtype and getattr(args, flag, False)), None)
 
 
 def _storage_dtype(ckpt: DiTCheckpoint, chosen: torch.dtype | None, supported) -> torch.dtype:
@@ -75,7 +76,9 @@ def _model_config(ckpt: DiTCheckpoint, storage: torch.dtype, keep_scaled: bool, 
     config.sampling_settings = {"shift": KIND_DEFAULTS[ckpt.kind].shift}
     if keep_scaled:
         config.scaled_fp8 = ckpt.scaled_fp8
-        config.optimizations["fp8"] = False  # no scale_input is read: fp8 matmul stays off, as for such files
+        # As ComfyUI decides for such files: fp8 matrix multiplication (with the file's input
+        # scales) where the marker asks for it and the device computes in fp8.
+        config.optimizations["fp8"] = ckpt.fp8_matmul
     compute = mm.unet_manual_cast(storage, load_device, config.supported_inference_dtypes)
     config.set_inference_dtype(storage, compute)
     return config, compute

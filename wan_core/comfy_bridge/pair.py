@@ -58,16 +58,27 @@ def check_partners(high: ModelShape, low: ModelShape | None, high_name: str, low
             f"{high_name if high.kind == ModelKind.TI2V else low_name} is the TI2V-5B model, which runs alone: "
             f"set low_noise_model to none (partners exist only for the T2V/I2V-A14B experts)."
         )
+    low_said, high_said = _socket("low_noise_model", low_name), _socket("model", high_name)
     if high.kind != low.kind:
         raise WanUserError(
-            f"low_noise_model {low_name} is a {low.kind.value} expert but model {high_name} is a "
-            f"{high.kind.value} expert: pick the low-noise expert of the same release."
+            f"{low_said} is {_expert(low.kind)} but {high_said} is {_expert(high.kind)}: pick the low-noise "
+            f"expert of the same release."
         )
     if high != low:
         raise WanUserError(
-            f"low_noise_model {low_name} is {low.text()} but model {high_name} is {high.text()}: pick the "
+            f"{low_said} is {low.text()} but {high_said} is {high.text()}: pick the "
             f"matching expert of the same release."
         )
+
+
+def _expert(kind: ModelKind) -> str:
+    label = f"{kind.value.upper()}-A14B"
+    return f"{'an' if label[0] in 'AEIOU' else 'a'} {label} expert"
+
+
+def _socket(socket: str, name: str | None) -> str:
+    """How an error names an input: the socket, and the file when one is known."""
+    return socket if not name or name == socket else f"{socket} {name}"
 
 
 @dataclass

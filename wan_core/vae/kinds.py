@@ -67,4 +67,24 @@ VAE_KINDS = {k.name: k for k in (WAN21, WAN22)}
 DIM_MULT = (1, 2, 4, 4)
 NUM_RES_BLOCKS = 2
 TEMPORAL_DOWNSAMPLE = (False, True, True)  # per encoder stage; the decoder mirrors it
-# Released base widths: Wan2.1 96 (both halves); Wan2.2 encoder 160, decoder 256.
+
+
+@dataclass(frozen=True)
+class VaeConfig:
+    """What a VAE file holds: its kind and base widths, read from the tensors' shapes."""
+
+    kind: VaeKind
+    enc_dim: int  # encoder base width (96 / 160 in the releases; any width >= 1 works)
+    dec_dim: int  # decoder base width (96 / 256)
+
+    @property
+    def z_dim(self) -> int:
+        return self.kind.z_dim
+
+    @property
+    def is_release_size(self) -> bool:
+        return (self.enc_dim, self.dec_dim) == RELEASE_WIDTHS[self.kind.name]
+
+
+# Released base widths (encoder, decoder).
+RELEASE_WIDTHS = {"wan2.1": (96, 96), "wan2.2": (160, 256)}

@@ -1,7 +1,10 @@
-"""Wan VAE files -> WanVAE: official .pth, ComfyUI .safetensors, diffusers AutoencoderKLWan folders.
+"""Wan VAE files -> a state dict in ComfyUI's names + its VaeConfig: official .pth, ComfyUI
+.safetensors, diffusers AutoencoderKLWan folders.
 
-All are brought to the release's naming (which ComfyUI's files already use); the kind and widths
-are read from the tensors' shapes, so tiny test VAEs load the same way as the real ones.
+All are brought to the release's naming, which is also ComfyUI's (comfy.ldm.wan.vae / vae2_2);
+the kind and widths are read from the tensors' shapes, so tiny test VAEs load the same way as the
+real ones. Building the model is ComfyUI's job (wan_core.comfy_bridge.vae_patcher); this module
+imports no ComfyUI.
 """
 
 from __future__ import annotations
@@ -13,10 +16,8 @@ from pathlib import Path
 import torch
 
 from ..errors import WanUserError
-from ..layers import TorchOps
 from ..weights import WeightFileError, open_state_dict, tensor_shape
-from .kinds import NUM_RES_BLOCKS, WAN21, WAN22
-from .model import VaeConfig, WanVAE
+from .kinds import NUM_RES_BLOCKS, WAN21, WAN22, VaeConfig
 
 # Prefixes some tools put in front of the VAE's own names.
 KEY_PREFIXES = ("first_stage_model.", "vae.", "model.")
@@ -125,20 +126,21 @@ def _weights_location(path: Path) -> Path:
     return path
 
 
-def load_vae(path, dtype: torch.dtype | None = None, ops=TorchOps, device="cpu") -> WanVAE:
-    """Reads a Wan2.1 or Wan2.2 VAE. dtype: the compute dtype (default float32, as the release runs
-    its VAE); weights stored in another float dtype are converted."""
+def read_vae_state_dict(path) -> tuple[dict[str, torch.Tensor], VaeConfig, str]:
+    """Reads a Wan2.1 or Wan2.2 VAE file: ({ComfyUI's name: tensor as stored, file-backed where the
+    format allows}, its config, the name to show the user). Foreign files raise a WanUserError."""
     path = _weights_location(Path(path))
-    name = path.name
-    dtype = dtype or torch.float32
     sd = release_state_dict(open_state_dict(path))
-    cfg = config_from_shapes(sd, name)
-    with torch.device("meta"):
-        vae = WanVAE(cfg, ops=ops)
-    expected = vae.state_dict()
+    return sd, config_from_shapes(sd, path.name), path.name
+
+
+def check_against_model(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], cfg: VaeConfig,
+                        name: str) -> dict[str, torch.Tensor]:
+    """The file's tensors for exactly the model's parameters (`expected`: name -> shape), or a
+    WeightFileError naming the file and what is missing, extra or misshapen."""
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    wrong = [k for k in expected if k in sd and tuple(tensor_shape(sd, k)) != tuple(expected[k].shape)]
+    wrong = [k for k in expected if k in sd and tuple(tensor_shape(sd, k)) != tuple(expected[k])]
     if missing or unexpected or wrong:
         detail = "; ".join(
             f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
@@ -149,6 +151,4 @@ def load_vae(path, dtype: torch.dtype | None = None, ops=TorchOps, device="cpu")
             f"{name}: does not match a {cfg.kind.name} VAE ({detail}). The file is damaged or is a "
             f"different model: use the release's VAE file."
         )
-    weights = {k: sd[k].to(device=device, dtype=dtype) for k in expected}
-    vae.load_state_dict(weights, strict=True, assign=True)
-    return vae.eval().requires_grad_(False)
+    return {k: sd[k] for k in expected}

@@ -1,13 +1,21 @@
-"""Memory-bounded encode and decode: causal time chunks x overlapping spatial tiles.
+"""Memory-bounded encode and decode: causal time chunks x spatial tiles, over any "codec" that
+runs one causal chunk of a Wan VAE (wan_core.comfy_bridge.vae_stream drives ComfyUI's modules).
 
-Decode is frame-major: each latent frame is decoded tile by tile (every tile keeps its own causal
-state) and the tiles are cross-faded into one chunk of pixel frames, which is yielded before the
-next latent frame starts. So peak memory is one tile's activations plus the causal states, not
-the video; on a GPU the idle tiles' states wait on the CPU. Encode is tile-major (the input
-video is in memory anyway) and keeps only one tile's state.
+A codec has `cfg` (VaeConfig), `device`, `dtype`, `new_state()` (an empty causal cache for one
+stream: one video, or one spatial tile of it), `decode_chunk(latent_frame, state)` (one latent
+frame -> 1 pixel frame first, then 4; [B, 3, t, H, W] in [-1, 1]) and `encode_chunk(pixels, state)`
+(frame 0 alone, then 4 frames -> latent frames).
 
-Tiles are chosen from the free memory of the device when not given; an out-of-memory error
-restarts with tiles half as large instead of failing the run.
+Decode, whole frames (the default whenever the frame fits): frame-major, each latent frame's
+pixels yielded before the next starts, so a consumer (the video writer) never holds the video.
+This is exactly the release's computation (equal to ComfyUI's native decode).
+Decode, tiled (asked for, or chosen because the frame does not fit the free memory): tile-major,
+each tile runs through all its latent frames with its own causal cache, which is freed before
+the next tile starts; the tiles are cross-faded into one preallocated result. Tiles change the
+numbers near seams (the decoder is not local), so they are never used silently when the whole
+frame fits. Encode is tile-major too (the input video is in memory anyway).
+
+An out-of-memory error restarts with tiles half as large instead of failing the run.
 """
 
 from __future__ import annotations
@@ -15,24 +23,23 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from .validation import check_latent, check_pixels
 
-if TYPE_CHECKING:
-    from .model import WanVAE
-
 log = logging.getLogger(__name__)
+
+Codec = Any  # see the module docstring
 
 # Smallest tile side, in latent cells: below this the overlap costs more than the tile.
 MIN_TILE_CELLS = 8
 # Share of the free memory a tile's working set may use (the rest: fragmentation, other users).
 MEMORY_SHARE = 0.5
-# Working-set elements per output pixel of one 4-frame decode chunk, per unit of the decoder's
-# full-resolution width. Measured on the real-size decoders (bench/vae_bench.py, CPU fp32) with
-# headroom: activations of the last stages plus the causal states.
+# Working-set elements per output pixel, per unit of the decoder's full-resolution width: the
+# causal caches of every stage plus one frame's activations (bench/vae_bench.py, CPU fp32, with
+# headroom).
 DECODE_ELEMS_PER_PIXEL_PER_WIDTH = 40
 ENCODE_ELEMS_PER_PIXEL_PER_WIDTH = 40
 
@@ -133,19 +140,23 @@ def _overlap_cells(overlap_px: int | None, tile_cells: int, stride: int) -> int:
 
 
 # --- memory budget ---------------------------------------------------------------------------
-def _full_res_width(vae: WanVAE) -> float:
+def _full_res_width(codec: Codec) -> float:
     """Decoder channels per output pixel at the last stage (Wan2.2 runs it at half resolution)."""
-    return vae.cfg.dec_dim / vae.cfg.kind.patch**2
+    return codec.cfg.dec_dim / codec.cfg.kind.patch**2
 
 
-def decode_bytes_per_pixel(vae: WanVAE) -> float:
-    return DECODE_ELEMS_PER_PIXEL_PER_WIDTH * _full_res_width(vae) * vae.dtype.itemsize
+def decode_bytes_per_pixel(codec: Codec) -> float:
+    return DECODE_ELEMS_PER_PIXEL_PER_WIDTH * _full_res_width(codec) * codec.dtype.itemsize
 
 
-def auto_tile_cells(vae: WanVAE, lh: int, lw: int, free_memory: int, bytes_per_pixel: float) -> int:
+def encode_bytes_per_pixel(codec: Codec) -> float:
+    return ENCODE_ELEMS_PER_PIXEL_PER_WIDTH * codec.cfg.enc_dim * codec.dtype.itemsize
+
+
+def auto_tile_cells(codec: Codec, lh: int, lw: int, free_memory: int, bytes_per_pixel: float) -> int:
     """The largest square tile (latent cells) whose working set fits the budget; 0 = whole frame."""
     budget = MEMORY_SHARE * free_memory
-    s = vae.stride[1]
+    s = codec.cfg.kind.stride[1]
     if lh * lw * s * s * bytes_per_pixel <= budget:
         return 0
     side = int((budget / bytes_per_pixel) ** 0.5) // s
@@ -159,52 +170,79 @@ def _smaller(tile: int, lh: int, lw: int) -> int | None:
 
 
 # --- decode ----------------------------------------------------------------------------------
-def _decode_frames(vae: WanVAE, latent: torch.Tensor, grid: TileGrid) -> Iterator[torch.Tensor]:
-    device, dtype = vae.device, vae.dtype
+def output_frames(latent_frames: int, stride_t: int) -> list[tuple[int, int]]:
+    """[start, end) pixel frames of each latent frame: 1 for the first, then stride_t each."""
+    return [(0, 1)] + [(1 + stride_t * (k - 1), 1 + stride_t * k) for k in range(1, latent_frames)]
+
+
+def _no_check() -> None:
+    pass
+
+
+def _decode_whole_frames(codec: Codec, latent: torch.Tensor, check=_no_check) -> Iterator[torch.Tensor]:
+    state = codec.new_state()
+    for k in range(latent.shape[2]):
+        z = latent[:, :, k : k + 1].to(codec.device, codec.dtype)
+        px = codec.decode_chunk(z, state)
+        check()
+        del z
+        yield px.float().cpu()
+        del px
+
+
+def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid, check=_no_check) -> Iterator[torch.Tensor]:
+    """Every tile through all latent frames with its own cache (freed after the tile), blended
+    into one float32 result that is then handed out in the usual chunks."""
     b, _, frames, _, _ = latent.shape
-    states: dict = {t: {} for t in grid.tiles}
-    park = device.type != "cpu" and len(grid) > 1  # idle tiles' causal states wait on the CPU
-    for k in range(frames):
-        out = None
-        for r, c in grid.tiles:
-            ys, xs = grid.latent_slice(r, c)
-            z = latent[:, :, k : k + 1, ys, xs].to(device, dtype)
-            state = states[(r, c)]
-            px = vae.decode_chunk(z, state).float().cpu()
-            if park:
-                states[(r, c)] = {key: v.cpu() if torch.is_tensor(v) else v for key, v in state.items()}
-            if len(grid) == 1:
-                out = px
-                break
-            if out is None:
-                out = torch.zeros(b, px.shape[1], px.shape[2], *grid.total.shape)
-            oy, ox = grid.out_slice(r, c)
-            out[:, :, :, oy, ox] += px * grid.weights[(r, c)]
-            del px
-        if len(grid) > 1:
-            out /= grid.total
-        yield out
+    spans = output_frames(frames, codec.cfg.kind.stride[0])
+    out = torch.zeros(b, 3, spans[-1][1], *grid.total.shape)
+    for r, c in grid.tiles:
+        ys, xs = grid.latent_slice(r, c)
+        oy, ox = grid.out_slice(r, c)
+        weight = grid.weights[(r, c)]
+        state = codec.new_state()
+        for k, (t0, t1) in enumerate(spans):
+            z = latent[:, :, k : k + 1, ys, xs].to(codec.device, codec.dtype)
+            px = codec.decode_chunk(z, state).float().cpu()
+            out[:, :, t0:t1, oy, ox] += px * weight
+            del z, px
+            check()
+        del state
+    out /= grid.total
+    for t0, t1 in spans:
+        yield out[:, :, t0:t1]
 
 
 def decode_video(
-    vae: WanVAE, latent: torch.Tensor, tile: int | None, overlap: int | None, free_memory: int | None
+    codec: Codec, latent: torch.Tensor, tile: int | None, overlap: int | None, free_memory: int | None,
+    name: str = "samples", check=_no_check,
 ) -> Iterator[torch.Tensor]:
-    check_latent(latent, vae.z_dim, vae.kind)
-    s = vae.stride[1]
+    """Raw latent [B, z, T, h, w] -> pixel chunks [B, 3, t, H, W] in [-1, 1], float32 on the CPU,
+    in order (1 frame, then 4 per latent frame).
+
+    tile: spatial tile in pixels; 0 = whole frames; None = whole frames when they fit
+    `free_memory` (default: the device's free memory now), else the largest tile that fits.
+    check: called after every decoded chunk (the caller's interruption check raises from it)."""
+    kind = codec.cfg.kind
+    check_latent(latent, kind.z_dim, kind.name, name)
+    s = kind.stride[1]
     lh, lw = latent.shape[3], latent.shape[4]
     if tile is None:
-        free = free_memory if free_memory is not None else free_memory_of(vae.device)
-        cells = auto_tile_cells(vae, lh, lw, free, decode_bytes_per_pixel(vae))
+        free = free_memory if free_memory is not None else free_memory_of(codec.device)
+        cells = auto_tile_cells(codec, lh, lw, free, decode_bytes_per_pixel(codec))
+        if cells:
+            log.warning("VAE decode: a %dx%d frame does not fit the free memory; decoding in %dpx tiles "
+                        "(seams differ slightly from an untiled decode).", lw * s, lh * s, cells * s)
     else:
         cells = _tile_cells(tile, s)
-    return _decode_with_retry(vae, latent, cells, overlap)
+    return _decode_with_retry(codec, latent, cells, overlap, check)
 
 
-def _tiles_after_out_of_memory(vae, what: str, cells: int, lh: int, lw: int, failed: str) -> int:
+def _tiles_after_out_of_memory(codec, what: str, cells: int, lh: int, lw: int, failed: str) -> int:
     """After an out-of-memory error: the next, smaller tile size (in latent cells), or the final
     error when no smaller tile is left. Frees the device's cached memory first."""
-    s = vae.stride[1]
-    _release_cached_memory(vae.device)
+    s = codec.cfg.kind.stride[1]
+    _release_cached_memory(codec.device)
     smaller = _smaller(cells, lh, lw)
     tried = f"{cells * s}px tiles" if cells else "whole frames"
     if smaller is None:
@@ -216,8 +254,8 @@ def _tiles_after_out_of_memory(vae, what: str, cells: int, lh: int, lw: int, fai
     return smaller
 
 
-def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
-    s = vae.stride[1]
+def _decode_with_retry(codec, latent, cells, overlap, check=_no_check) -> Iterator[torch.Tensor]:
+    s = codec.cfg.kind.stride[1]
     lh, lw = latent.shape[3], latent.shape[4]
     done = 0  # latent frames already handed out
     while True:
@@ -225,7 +263,9 @@ def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
         failed = None
         try:
             with torch.no_grad():
-                for k, chunk in enumerate(_decode_frames(vae, latent, grid)):
+                chunks = _decode_whole_frames(codec, latent, check) if len(grid) == 1 else _decode_tile_major(
+                    codec, latent, grid, check)
+                for k, chunk in enumerate(chunks):
                     if k >= done:  # after a retry, frames already handed out are recomputed, not repeated
                         done = k + 1
                         yield chunk
@@ -234,7 +274,7 @@ def _decode_with_retry(vae, latent, cells, overlap) -> Iterator[torch.Tensor]:
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        cells = _tiles_after_out_of_memory(vae, "decode", cells, lh, lw, failed)
+        cells = _tiles_after_out_of_memory(codec, "decode", cells, lh, lw, failed)
 
 
 # --- encode ----------------------------------------------------------------------------------
@@ -243,19 +283,19 @@ def time_chunks(frames: int) -> list[tuple[int, int]]:
     return [(0, 1)] + [(t, t + 4) for t in range(1, frames, 4)]
 
 
-def _encode_tiles(vae: WanVAE, pixels: torch.Tensor, grid: TileGrid) -> torch.Tensor:
-    device, dtype = vae.device, vae.dtype
-    s = vae.stride[1]
+def _encode_tiles(codec: Codec, pixels: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+    s = codec.cfg.kind.stride[1]
     b, _, frames, _, _ = pixels.shape
     out = None
     for r, c in grid.tiles:
         ys, xs = grid.latent_slice(r, c)
         py, px = slice(ys.start * s, ys.stop * s), slice(xs.start * s, xs.stop * s)
-        state: dict = {}
+        state = codec.new_state()
         parts = [
-            vae.encode_chunk(pixels[:, :, t0:t1, py, px].to(device, dtype), state).float().cpu()
+            codec.encode_chunk(pixels[:, :, t0:t1, py, px].to(codec.device, codec.dtype), state).float().cpu()
             for t0, t1 in time_chunks(frames)
         ]
+        del state
         lat = torch.cat(parts, dim=2)
         if len(grid) == 1:
             return lat
@@ -265,13 +305,17 @@ def _encode_tiles(vae: WanVAE, pixels: torch.Tensor, grid: TileGrid) -> torch.Te
     return out / grid.total
 
 
-def encode_video(vae: WanVAE, pixels: torch.Tensor, tile: int | None, overlap: int | None) -> torch.Tensor:
-    check_pixels(pixels, vae.stride, vae.kind)
-    s = vae.stride[1]
+def encode_video(codec: Codec, pixels: torch.Tensor, tile: int | None, overlap: int | None,
+                 free_memory: int | None = None, name: str = "pixels") -> torch.Tensor:
+    """Pixels [B, 3, T, H, W] in [-1, 1] -> raw latent (mean), float32 on the CPU.
+    tile: as decode_video's (tiled encodes change numbers near seams too)."""
+    kind = codec.cfg.kind
+    check_pixels(pixels, kind.stride, kind.name, name)
+    s = kind.stride[1]
     lh, lw = pixels.shape[3] // s, pixels.shape[4] // s
     if tile is None:
-        per_px = ENCODE_ELEMS_PER_PIXEL_PER_WIDTH * vae.cfg.enc_dim * vae.dtype.itemsize
-        cells = auto_tile_cells(vae, lh, lw, free_memory_of(vae.device), per_px)
+        free = free_memory if free_memory is not None else free_memory_of(codec.device)
+        cells = auto_tile_cells(codec, lh, lw, free, encode_bytes_per_pixel(codec))
     else:
         cells = _tile_cells(tile, s)
     while True:
@@ -279,9 +323,9 @@ def encode_video(vae: WanVAE, pixels: torch.Tensor, tile: int | None, overlap: i
         failed = None
         try:
             with torch.no_grad():
-                return _encode_tiles(vae, pixels, grid)
+                return _encode_tiles(codec, pixels, grid)
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        cells = _tiles_after_out_of_memory(vae, "encode", cells, lh, lw, failed)
+        cells = _tiles_after_out_of_memory(codec, "encode", cells, lh, lw, failed)

@@ -54,7 +54,7 @@ def check_latent(latent: torch.Tensor, z_dim: int, kind: str, name: str = "sampl
         other = next((k.name for k in VAE_KINDS.values() if k.z_dim == channels), None)
         source = f"a {other} latent" if other else "not a Wan latent"
         raise WanUserError(
-            f"{name}: has {channels} channels ({source}), but this is a {kind} VAE with {z_dim} latent "
+            f"{name}: has {channels} channels ({source}), but the vae is a {kind} VAE with {z_dim} latent "
             f"channels. Use the VAE that matches the model: Wan2.1 VAE (z16) for T2V/I2V-A14B, Wan2.2 "
             f"VAE (z48) for TI2V-5B."
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..models import REPO, ModelCache
 from ..report import _f, _gb, _ratio
 from .cases import gpu_cases, rehearsal_cases
-from .runtime import import_comfy, import_pack, machine, missing_modules
+from .runtime import import_comfy, import_pack, machine, missing_modules, preflight
 
 log = logging.getLogger("wan22.bench.gpu")
 
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
         return 2
     import_comfy(args.comfyui, cpu=args.rehearse)
     import_pack()
+    preflight()
     from .runner import release_memory, run_case, warm_up
 
     cases = rehearsal_cases() if args.rehearse else gpu_cases()

@@ -86,3 +86,16 @@ def machine() -> str:
         gpu = "no GPU"
     return (f"{gpu}; {cores} CPU cores, {mem}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"{platform.platform()}")
+
+
+def preflight() -> None:
+    """Imports everything the runs will use, so that a missing piece fails in seconds, before any
+    model file is written (on the GPU machine, minutes of the lease)."""
+    for name in ("comfy.sd", "comfy.samplers", "comfy.sample", "comfy.k_diffusion.sampling", "comfy.ldm.wan.model",
+                 "comfy.ldm.wan.vae2_2", "comfy_extras.nodes_model_advanced", "nodes", "latent_preview",
+                 "folder_paths", "node_helpers", PACK_MODULE + ".wan_core.comfy_bridge.dit_model",
+                 PACK_MODULE + ".wan_core.comfy_bridge.sampling", "bench.gpu.runner", "vae_factory", "dit_factory"):
+        importlib.import_module(name)
+    missing = {"Wan22VAELoader", "Wan22VAEDecode"} - pack_nodes().keys()
+    if missing:
+        raise SystemExit(f"bench.gpu: the pack has no {', '.join(sorted(missing))} node")

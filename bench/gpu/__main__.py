@@ -65,6 +65,39 @@ def table(results, header: str) -> str:
     return "\n".join(rows)
 
 
+def targets(results) -> str:
+    """Issue 15's compass, read off the runs (met / missed / not measured)."""
+    lines = ["Targets (pack, same run):"]
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+
+    for res in results:
+        p, n = res.run("pack"), res.run("native")
+        if not (p and n):
+            continue
+        if res.cap_gb:
+            lines.append(f"- {res.case}: no OOM under the {res.cap_gb:g} GB cap (cap applied: {res.cap_applied}): "
+                         f"pack {'ran' if p.ok else p.error}, native {'ran' if n.ok else n.error}")
+        if not (p.ok and n.ok):
+            continue
+        if p.s_per_step and n.s_per_step:
+            lines.append(f"- {res.case}: s/step {p.s_per_step / n.s_per_step:.2f}x native (<= 1.0x): "
+                         f"{verdict(p.s_per_step <= n.s_per_step)}")
+        if p.switch_s is not None and p.s_per_step:
+            lines.append(f"- {res.case}: switch {p.switch_s:.2f} s under one step ({p.s_per_step:.2f} s): "
+                         f"{verdict(p.switch_s < p.s_per_step)}")
+        if len(n.experts) == 2 and p.peak_vram and n.peak_vram and not res.cap_gb:
+            # native keeps both experts on the device: what its peak holds beyond them is activations
+            weights = sum(e["loaded_bytes_first_step"] or 0 for e in n.experts.values())
+            activations = max(0, n.peak_vram - weights)
+            bound = 1.1 * (max(e["model_bytes"] for e in p.experts.values()) + activations)
+            lines.append(f"- {res.case}: peak VRAM {_gb(p.peak_vram)} GiB <= one expert + activations + 10 % "
+                         f"({_gb(bound)} GiB; activations {_gb(activations)} GiB from native's peak less its two "
+                         f"experts): {verdict(p.peak_vram <= bound)}")
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,7 +176,7 @@ def main(argv=None) -> int:
         if not args.keep_files:
             shutil.rmtree(work, ignore_errors=True)
     results = [r for r in results if r is not None]
-    text = table(results, header) + f"\n\nWhole run: {time.perf_counter() - started:.0f} s\n"
+    text = table(results, header) + "\n\n" + targets(results) + f"\n\nWhole run: {time.perf_counter() - started:.0f} s\n"
     save()
     (out / "report.md").write_text(text)
     print(text)

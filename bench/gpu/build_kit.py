@@ -145,9 +145,17 @@ def build() -> Path:
     return KIT
 
 
+def tidy() -> None:
+    """What running from the kit leaves in it (bytecode, ComfyUI's input folder) is not carried."""
+    for path in [*KIT.rglob("__pycache__"), *(KIT / "comfyui" / d for d in ("input", "output", "temp", "user"))]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> int:
     state = "up to date"
-    if not up_to_date():
+    if up_to_date():
+        tidy()
+    else:
         build()
         state = "built"
     m = json.loads((KIT / "manifest.json").read_text())

@@ -21,5 +21,6 @@ SITE=$(mktemp -d "${TMPDIR:-/tmp}/wan22-gpu-site.XXXXXX")
 trap 'rm -rf "$SITE"' EXIT
 "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check \
   --find-links "$KIT/wheels" --target "$SITE" -r "$KIT/requirements.txt"
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# No bytecode written into the kit (it is carried to the GPU machine as it is).
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 "$PY" -m bench.gpu --comfyui "$KIT/comfyui" "$@"

@@ -8,8 +8,7 @@ and output over N tokens and key/value over the 512 text tokens, its scores and 
 
 from __future__ import annotations
 
-from wan_core.config import TEXT_LEN
-from wan_core.config import DiTConfig
+from wan_core.config import TEXT_LEN, DiTConfig
 
 
 def dit_forward_flops(cfg: DiTConfig, tokens: int, text_len: int = TEXT_LEN) -> float:

@@ -47,7 +47,8 @@ def pack_graph(case: Case, files: dict, sampler: str, scheduler: str, native_vae
                        "inputs": {"vae": ["vae", 0], "width": case.width, "height": case.height,
                                   "length": case.frames, "batch_size": 1}}
     g["sampler"] = {"class_type": "Wan22Sampler", "inputs": {
-        "model": ["model", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent": ["latent", 0],
+        "model": ["model", 0], "low_noise_model": ["model", 1], "positive": ["cond", 0], "negative": ["cond", 1],
+        "latent": ["latent", 0],
         "seed": case.seed, "steps": case.steps, "use_release_defaults": False, "cfg": case.cfg_high,
         "cfg_low_noise": case.cfg_low, "shift": case.shift,
         # The 5B model has no switch; the input still needs a valid value.

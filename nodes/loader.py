@@ -1,4 +1,4 @@
-"""Loading Wan2.2 models: the loader node, and the bridges between WAN22_MODEL and native MODELs."""
+"""Wan22ModelLoader: Wan2.2 DiT files and folders of every format, out as native MODELs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..wan_core.checkpoints import EXPERT_SUBFOLDERS, WEIGHT_DTYPES
-from ..wan_core.comfy_bridge.pair import Wan22ModelPair, load_pair
+from ..wan_core.comfy_bridge.pair import load_pair
 from ..wan_core.errors import WanUserError
-from .types import Wan22Model
 
 FOLDER = "diffusion_models"
 NONE = "none"
@@ -85,7 +84,13 @@ class Wan22ModelLoader(io.ComfyNode):
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="default keeps the file's precision; the others convert while loading."),
             ],
-            outputs=[Wan22Model.Output(display_name="WAN22_MODEL")],
+            outputs=[
+                io.Model.Output("model_out", display_name="model",
+                                tooltip="The high-noise expert of an A14B pair, or the TI2V-5B model."),
+                io.Model.Output("low_noise_model_out", display_name="low_noise_model",
+                                tooltip="The low-noise expert (empty when there is none): connect it to the "
+                                "sampler's low_noise_model, through any native patch nodes you like."),
+            ],
         )
 
     @classmethod
@@ -93,50 +98,7 @@ class Wan22ModelLoader(io.ComfyNode):
         high_path = resolve_choice(model, "model")
         low_path = None if low_noise_model == NONE else resolve_choice(low_noise_model, "low_noise_model")
         pair = load_pair(high_path, low_path, weight_dtype)
-        return io.NodeOutput(pair)
+        return io.NodeOutput(pair.high, pair.low)
 
 
-class Wan22ExpertsToModels(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="Wan22ExpertsToModels",
-            display_name="Wan2.2 Experts to MODELs",
-            category="Wan2.2",
-            description=(
-                "Takes the experts out as native MODELs, for LoRA loaders, ModelSamplingSD3, "
-                "TorchCompileModel or native samplers. low_noise is the high-noise model again when "
-                "there is no partner (the 5B model or a single expert)."
-            ),
-            inputs=[Wan22Model.Input("model")],
-            outputs=[io.Model.Output("high_noise", display_name="high_noise"), io.Model.Output("low_noise", display_name="low_noise")],
-        )
-
-    @classmethod
-    def execute(cls, model: Wan22ModelPair) -> io.NodeOutput:
-        return io.NodeOutput(model.high, model.low if model.low is not None else model.high)
-
-
-class Wan22ModelsToPair(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="Wan22ModelsToPair",
-            display_name="Wan2.2 MODELs to Pair",
-            category="Wan2.2",
-            description=(
-                "Builds a WAN22_MODEL from native MODELs (e.g. after LoRA loaders): the high-noise expert "
-                "(or the 5B model) and, optionally, the low-noise expert. The kind is read from the weights."
-            ),
-            inputs=[io.Model.Input("high_noise"), io.Model.Input("low_noise", optional=True)],
-            outputs=[Wan22Model.Output(display_name="WAN22_MODEL")],
-        )
-
-    @classmethod
-    def execute(cls, high_noise, low_noise=None) -> io.NodeOutput:
-        if low_noise is high_noise:  # the pass-through of Wan22ExpertsToModels for a single model
-            low_noise = None
-        return io.NodeOutput(Wan22ModelPair.from_models(high_noise, low_noise))
-
-
-NODES = [Wan22ModelLoader, Wan22ExpertsToModels, Wan22ModelsToPair]
+NODES = [Wan22ModelLoader]

@@ -9,11 +9,11 @@ from comfy_api.latest import io
 from comfy_execution.utils import get_executing_context
 
 from ..wan_core.comfy_bridge.experts import HIGH, LOW
+from ..wan_core.comfy_bridge.pair import Wan22ModelPair
 from ..wan_core.comfy_bridge.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, RunSettings, sample
 from ..wan_core.config import KIND_DEFAULTS, ModelKind
 from ..wan_core.errors import WanUserError
 from ..wan_core.schedule import check_boundary
-from .types import Wan22Model
 from .ui_events import send_event, send_progress_text
 
 log = logging.getLogger("ComfyUI-Wan22")
@@ -37,7 +37,11 @@ class Wan22Sampler(io.ComfyNode):
                 "trajectory across the switch; only the active expert is loaded."
             ),
             inputs=[
-                Wan22Model.Input("model"),
+                io.Model.Input("model", tooltip="The high-noise expert of an A14B pair, one expert alone, or the "
+                               "TI2V-5B model: from Wan22ModelLoader or any native loader, through any patch nodes."),
+                io.Model.Input("low_noise_model", optional=True,
+                               tooltip="The low-noise expert of the same A14B release; leave empty for the 5B "
+                               "model or to run one expert every step."),
                 io.Conditioning.Input("positive"),
                 io.Conditioning.Input("negative"),
                 io.Latent.Input("latent"),
@@ -68,8 +72,8 @@ class Wan22Sampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, use_release_defaults, cfg, cfg_low_noise,
-                shift, boundary, sampler_name, scheduler, denoise) -> io.NodeOutput:
-        pair = model
+                shift, boundary, sampler_name, scheduler, denoise, low_noise_model=None) -> io.NodeOutput:
+        pair = Wan22ModelPair.from_models(model, low_noise_model)
         settings = resolve_settings(pair, seed, steps, use_release_defaults, cfg, cfg_low_noise, shift, boundary,
                                     sampler_name, scheduler, denoise)
         check_conditioning(pair, positive, "positive")
@@ -182,8 +186,11 @@ def describe_run(pair, settings: RunSettings, report) -> dict:
             "no low-noise step"
         text = (f"{pair.kind.value}: boundary {settings.boundary} at shift {settings.shift} switches after step "
                 f"{k} of {steps}: {high}, {low}; cfg {settings.cfg_high}/{settings.cfg_low}")
+    if report.notes:
+        text += ". " + "; ".join(report.notes)
     return {
         "text": text,
+        "notes": list(report.notes),
         "kind": pair.kind.value,
         "steps": steps,
         "switch_step": report.switch_step,

@@ -3,8 +3,6 @@ CONDITIONING, VIDEO, AUDIO) come from comfy_api's io directly."""
 
 from comfy_api.latest import io
 
-# The loaded Wan2.2 model: an expert pair (A14B) or the single TI2V-5B model, with its kind.
-Wan22Model = io.Custom("WAN22_MODEL")
 # A Wan2.1 (z16) or Wan2.2 (z48) VAE loaded by the pack.
 Wan22Vae = io.Custom("WAN22_VAE")
 # A umT5 text encoder loaded by the pack, with its tokenizer.

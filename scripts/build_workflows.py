@@ -180,7 +180,7 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         }),
     ]
     links = [
-        ("model", "WAN22_MODEL", "sampler", "model"),
+        ("model", "model", "sampler", "model"),
         ("clip", "CLIP", "positive", "clip"),
         ("clip", "CLIP", "negative", "clip"),
         ("positive", "CONDITIONING", "sampler", "positive"),
@@ -191,6 +191,8 @@ def wan_graph(kind: ModelKind, name: str) -> Graph:
         ("vae", "WAN22_VAE", "decode", "vae"),
         ("decode", "IMAGE", "combine", "images"),
     ]
+    if low:
+        links.append(("model", "low_noise_model", "sampler", "low_noise_model"))
     size_group = ["latent"]
     if has_image:
         bypassed = kind == ModelKind.TI2V

@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from wan_core.checkpoints import official_to_diffusers_key
-from wan_core.config import KIND_DEFAULTS, ModelKind
-from wan_core.config import DiTConfig
+from wan_core.checkpoints import expected_shapes, official_to_diffusers_key
+from wan_core.config import KIND_DEFAULTS, DiTConfig, ModelKind
 
 TINY_DIM = 256
 TINY_TEXT_DIM = 32
@@ -48,33 +47,7 @@ def real_config(kind: ModelKind | str = "ti2v", num_layers: int | None = None) -
 
 def state_dict_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
     """Official key -> shape, for any config."""
-    D, Fd, p = cfg.dim, cfg.ffn_dim, cfg.patch_size
-    shapes = {
-        "patch_embedding.weight": (D, cfg.in_dim, *p), "patch_embedding.bias": (D,),
-        "text_embedding.0.weight": (D, cfg.text_dim), "text_embedding.0.bias": (D,),
-        "text_embedding.2.weight": (D, D), "text_embedding.2.bias": (D,),
-        "time_embedding.0.weight": (D, cfg.freq_dim), "time_embedding.0.bias": (D,),
-        "time_embedding.2.weight": (D, D), "time_embedding.2.bias": (D,),
-        "time_projection.1.weight": (6 * D, D), "time_projection.1.bias": (6 * D,),
-        "head.head.weight": (p[0] * p[1] * p[2] * cfg.out_dim, D),
-        "head.head.bias": (p[0] * p[1] * p[2] * cfg.out_dim,),
-        "head.modulation": (1, 2, D),
-    }
-    for i in range(cfg.num_layers):
-        b = f"blocks.{i}."
-        for attn in ("self_attn", "cross_attn"):
-            for lin in "qkvo":
-                shapes[f"{b}{attn}.{lin}.weight"] = (D, D)
-                shapes[f"{b}{attn}.{lin}.bias"] = (D,)
-            shapes[f"{b}{attn}.norm_q.weight"] = (D,)
-            shapes[f"{b}{attn}.norm_k.weight"] = (D,)
-        shapes.update({
-            f"{b}norm3.weight": (D,), f"{b}norm3.bias": (D,),
-            f"{b}ffn.0.weight": (Fd, D), f"{b}ffn.0.bias": (Fd,),
-            f"{b}ffn.2.weight": (D, Fd), f"{b}ffn.2.bias": (D,),
-            f"{b}modulation": (1, 6, D),
-        })
-    return shapes
+    return expected_shapes(cfg)
 
 
 def random_state_dict(cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

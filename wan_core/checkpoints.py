@@ -20,7 +20,6 @@ map: a tensor kept in its file dtype is a view of the file, not a copy.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -29,11 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .config import KIND_DEFAULTS, ModelKind, kind_from_channels
-from .config import DiTConfig
-from .dit import WanDiT
+from .config import DiTConfig, ModelKind, kind_from_channels
 from .errors import WanUserError
-from .layers import TorchOps
 from .weights import WEIGHT_DTYPES, RenamedStateDict, open_state_dict, tensor_shape
 
 COMFY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -285,10 +281,34 @@ def _config_from_shapes(path: Path, sd: Mapping, config_json: dict, metadata: di
 
 
 def expected_shapes(config: DiTConfig) -> dict[str, tuple[int, ...]]:
-    """Official key -> shape of a WanDiT with this config (built on the meta device: no memory)."""
-    with torch.device("meta"):
-        model = WanDiT(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """Official key -> shape of every tensor of a Wan DiT with this config (ComfyUI's WanModel
+    names its parameters the same way)."""
+    D, F, p, out = config.dim, config.ffn_dim, config.patch_size, config.out_dim
+    shapes = {
+        "patch_embedding.weight": (D, config.in_dim, *p), "patch_embedding.bias": (D,),
+        "text_embedding.0.weight": (D, config.text_dim), "text_embedding.0.bias": (D,),
+        "text_embedding.2.weight": (D, D), "text_embedding.2.bias": (D,),
+        "time_embedding.0.weight": (D, config.freq_dim), "time_embedding.0.bias": (D,),
+        "time_embedding.2.weight": (D, D), "time_embedding.2.bias": (D,),
+        "time_projection.1.weight": (6 * D, D), "time_projection.1.bias": (6 * D,),
+        "head.head.weight": (p[0] * p[1] * p[2] * out, D), "head.head.bias": (p[0] * p[1] * p[2] * out,),
+        "head.modulation": (1, 2, D),
+    }
+    for i in range(config.num_layers):
+        b = f"blocks.{i}."
+        for attn in ("self_attn", "cross_attn"):
+            for lin in "qkvo":
+                shapes[f"{b}{attn}.{lin}.weight"] = (D, D)
+                shapes[f"{b}{attn}.{lin}.bias"] = (D,)
+            shapes[f"{b}{attn}.norm_q.weight"] = (D,)
+            shapes[f"{b}{attn}.norm_k.weight"] = (D,)
+        shapes.update({
+            f"{b}norm3.weight": (D,), f"{b}norm3.bias": (D,),
+            f"{b}ffn.0.weight": (F, D), f"{b}ffn.0.bias": (F,),
+            f"{b}ffn.2.weight": (D, F), f"{b}ffn.2.bias": (D,),
+            f"{b}modulation": (1, 6, D),
+        })
+    return shapes
 
 
 def _check_complete(path: Path, sd: Mapping, config: DiTConfig) -> None:
@@ -341,43 +361,3 @@ def stored_tensors(ckpt: DiTCheckpoint, storage: torch.dtype, other: torch.dtype
             t = t.to(torch.float32) * scale
         target = storage if is_matrix_weight(key, tuple(t.shape)) else other
         yield key, t.to(device=device, dtype=target)
-
-
-@dataclass
-class LoadedDiT:
-    model: WanDiT
-    config: DiTConfig
-    kind: ModelKind
-    format: str
-    path: Path
-
-    @property
-    def defaults(self):
-        return KIND_DEFAULTS[self.kind]
-
-
-def default_compute_dtype(device) -> torch.dtype:
-    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
-
-
-def load_dit(path: str | Path, weight_dtype: str = "default", ops=TorchOps, device="cpu") -> LoadedDiT:
-    """A standalone WanDiT from any supported file or folder.
-
-    weight_dtype "default" keeps the file's dtype (scaled or plain fp8 is multiplied out to the
-    compute dtype, since plain torch layers have no scale); another choice converts each tensor
-    as it is assigned. Compute runs in fp32 on CPU, bf16 elsewhere (weights are cast per call).
-    """
-    ckpt = inspect_dit(path)
-    chosen = parse_weight_dtype(weight_dtype)
-    compute = default_compute_dtype(device)
-    if chosen is None:
-        chosen = ckpt.file_dtype if ckpt.file_dtype not in FP8_DTYPES else compute
-    other = chosen if chosen not in FP8_DTYPES else compute
-    with torch.device("meta"):
-        model = WanDiT(ckpt.config, ops=ops, dtype=other)
-    state = dict(stored_tensors(ckpt, chosen, other, keep_scaled=False, device=device))
-    model.load_state_dict(state, strict=True, assign=True)
-    model.compute_dtype = compute
-    model.eval().requires_grad_(False)
-    logging.info("[ComfyUI-Wan22] loaded %s (%s)", ckpt.path.name, ckpt.description)
-    return LoadedDiT(model, ckpt.config, ckpt.kind, ckpt.description, ckpt.path)

@@ -127,30 +127,60 @@ class FlowUniPC:
         return (x_base - (alpha_t * b_h) * correction).to(x.dtype)
 
 
-def _run(solver, model: Denoiser, x: torch.Tensor, extra_args, callback) -> torch.Tensor:
+class Trajectory:
+    """One solver run over a whole schedule, sampled in consecutive segments (one per expert):
+    the solver object, and so its history, carries from one segment to the next."""
+
+    def __init__(self, solver):
+        self.solver = solver
+
+    def segment_start(self, sigmas) -> int:
+        """The solver step a segment with these sigmas starts at (the next one not yet run)."""
+        start = self.solver._next_step
+        values = _sigma_list(sigmas)
+        expected = self.solver.sigmas[start:start + len(values)]
+        if len(expected) != len(values) or any(abs(a - b) > 1e-6 for a, b in zip(values, expected)):
+            raise ValueError(f"segment sigmas {values} do not continue the trajectory at step {start}")
+        return start
+
+
+def _run(solver, model: Denoiser, x: torch.Tensor, extra_args, callback, start: int = 0,
+         steps: int | None = None) -> torch.Tensor:
+    """Steps start .. start+steps-1 of `solver`; the callback's "i" counts from 0 in this call."""
     extra_args = {} if extra_args is None else extra_args
     # Sigmas go to the model in float32 even for a half-precision x: the model maps them back to
     # the release's integer timesteps by exact lookup, which a bf16 sigma would miss.
     sigma_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    for i in range(solver.steps):
+    steps = solver.steps - start if steps is None else steps
+    for i in range(start, start + steps):
         sigma = solver.sigmas[i]
         sigma_batch = torch.full((x.shape[0],), sigma, dtype=sigma_dtype, device=x.device)
         denoised = model(x, sigma_batch, **extra_args)
         if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
+            callback({"x": x, "i": i - start, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x = solver.step(i, x, denoised)
     return x
 
 
-@torch.no_grad()
-def sample_wan_unipc(model: Denoiser, x: torch.Tensor, sigmas, extra_args=None, callback=None, disable=None):
-    """The release's flow UniPC over `sigmas` (ComfyUI KSAMPLER signature).
-
-    `disable` (the progress bar switch) is accepted for the signature; progress is the caller's.
-    """
+def _sample(solver_class, model, x, sigmas, extra_args, callback, trajectory: Trajectory | None):
     if len(sigmas) <= 1:
         return x
-    return _run(FlowUniPC(sigmas), model, x, extra_args, callback)
+    if trajectory is None:
+        return _run(solver_class(sigmas), model, x, extra_args, callback)
+    start = trajectory.segment_start(sigmas)
+    return _run(trajectory.solver, model, x, extra_args, callback, start=start, steps=len(sigmas) - 1)
+
+
+@torch.no_grad()
+def sample_wan_unipc(model: Denoiser, x: torch.Tensor, sigmas, extra_args=None, callback=None, disable=None,
+                     trajectory: Trajectory | None = None):
+    """The release's flow UniPC over `sigmas` (ComfyUI KSAMPLER signature).
+
+    With a `trajectory` (a FlowUniPC over the whole schedule), `sigmas` is one segment of it and
+    the solver's history runs on from the previous segment. `disable` (the progress bar switch)
+    is accepted for the signature; progress is the caller's.
+    """
+    return _sample(FlowUniPC, model, x, sigmas, extra_args, callback, trajectory)
 
 
 class FlowDPMSolver2M:
@@ -186,12 +216,14 @@ class FlowDPMSolver2M:
 
 
 @torch.no_grad()
-def sample_wan_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas, extra_args=None, callback=None, disable=None):
-    """The release's flow DPM-Solver++(2M) over `sigmas` (ComfyUI KSAMPLER signature)."""
-    if len(sigmas) <= 1:
-        return x
-    return _run(FlowDPMSolver2M(sigmas), model, x, extra_args, callback)
+def sample_wan_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas, extra_args=None, callback=None, disable=None,
+                        trajectory: Trajectory | None = None):
+    """The release's flow DPM-Solver++(2M) over `sigmas` (ComfyUI KSAMPLER signature); a
+    `trajectory` works as for sample_wan_unipc."""
+    return _sample(FlowDPMSolver2M, model, x, sigmas, extra_args, callback, trajectory)
 
 
 # Sampler name -> function, for registering with ComfyUI (KSAMPLER) and for the node's list.
 WAN_SAMPLERS = {"wan_unipc": sample_wan_unipc, "wan_dpmpp_2m": sample_wan_dpmpp_2m}
+# Sampler name -> its solver class, to build a Trajectory over a whole schedule.
+WAN_SOLVERS = {"wan_unipc": FlowUniPC, "wan_dpmpp_2m": FlowDPMSolver2M}

@@ -1,6 +1,6 @@
 """Wan22ModelLoader in the real ComfyUI server: a tiny T2V pair placed under
-models/diffusion_models loads, its experts leave as native MODELs through a native LoRA loader,
-come back as a pair, and native ModelSave writes them out; the saved weights are checked against
+models/diffusion_models loads as two native MODELs, one goes through a native LoRA loader, and
+native ModelSave writes them out; the saved weights are checked against
 the files (and the LoRA merge). Bad files fail with the file named, and the server keeps serving."""
 
 import pytest
@@ -40,13 +40,10 @@ def test_pair_loads_and_round_trips_through_native_nodes(comfy_server):
 
     prompt = {
         "1": loader_node("srv_t2v_high.safetensors", "srv_t2v_low.safetensors"),
-        "2": {"class_type": "Wan22ExpertsToModels", "inputs": {"model": ["1", 0]}},
         "3": {"class_type": "LoraLoaderModelOnly",
-              "inputs": {"model": ["2", 1], "lora_name": "srv_tiny_lora.safetensors", "strength_model": 0.5}},
-        "4": {"class_type": "Wan22ModelsToPair", "inputs": {"high_noise": ["2", 0], "low_noise": ["3", 0]}},
-        "5": {"class_type": "Wan22ExpertsToModels", "inputs": {"model": ["4", 0]}},
-        "6": {"class_type": "ModelSave", "inputs": {"model": ["5", 0], "filename_prefix": "wan22_loader_test/high"}},
-        "7": {"class_type": "ModelSave", "inputs": {"model": ["5", 1], "filename_prefix": "wan22_loader_test/low"}},
+              "inputs": {"model": ["1", 1], "lora_name": "srv_tiny_lora.safetensors", "strength_model": 0.5}},
+        "6": {"class_type": "ModelSave", "inputs": {"model": ["1", 0], "filename_prefix": "wan22_loader_test/high"}},
+        "7": {"class_type": "ModelSave", "inputs": {"model": ["3", 0], "filename_prefix": "wan22_loader_test/low"}},
     }
     comfy_server.run(prompt)
     high, low = saved_weights(comfy_server, "high"), saved_weights(comfy_server, "low")
@@ -84,8 +81,8 @@ def test_release_folder_is_offered_and_bad_inputs_fail_clearly(comfy_server):
 
 
 def _sink(loader_id, save=False):
-    """Output nodes that make the loader run: experts out, then native ModelSave."""
-    nodes = {"90": {"class_type": "Wan22ExpertsToModels", "inputs": {"model": [loader_id, 0]}}}
-    nodes["91"] = {"class_type": "ModelSave", "inputs": {"model": ["90", 0],
+    """An output node that makes the loader run: native ModelSave of its model."""
+    nodes = {}
+    nodes["91"] = {"class_type": "ModelSave", "inputs": {"model": [loader_id, 0],
                                                            "filename_prefix": "wan22_loader_test/ti2v" if save else "wan22_loader_test/x"}}
     return nodes

@@ -58,7 +58,8 @@ def graph(high, low, steps=4, start_image=False, sampler_out="6"):
         "5": {"class_type": "Wan22VideoLatent",
               "inputs": {"vae": ["4", 0], "width": 48, "height": 32, "length": 5, "batch_size": 1}},
         "6": {"class_type": "Wan22Sampler", "inputs": {
-            "model": ["3", 0], "positive": ["2", 0], "negative": ["2", 1], "latent": ["5", 0], "seed": 7,
+            "model": ["3", 0], "low_noise_model": ["3", 1], "positive": ["2", 0], "negative": ["2", 1],
+            "latent": ["5", 0], "seed": 7,
             "steps": steps, "use_release_defaults": True, "cfg": 4.0, "cfg_low_noise": 3.0, "shift": 12.0,
             "boundary": 0.875, "sampler_name": "wan_unipc", "scheduler": "wan", "denoise": 1.0}},
         "7": {"class_type": "Wan22VAEDecode", "inputs": {"vae": ["4", 0], "samples": [sampler_out, 0]}},

@@ -12,8 +12,6 @@ PACK_NODES = {
     "Wan22TextEncoderLoader",
     "Wan22TextEncode",
     "Wan22ModelLoader",
-    "Wan22ExpertsToModels",
-    "Wan22ModelsToPair",
     "Wan22Sampler",
     "Wan22VideoLatent",
     "Wan22VAELoader",

@@ -1,4 +1,4 @@
-"""The expert pair (WAN22_MODEL) and the loader nodes in-process: pairs from files and folders,
+"""The loader node and the expert pair the sampler builds from its MODEL inputs, in-process: pairs from files and folders,
 the single-expert and 5B cases, mismatches refused from the headers before any weights load,
 and the round trip through native MODELs (ours and ComfyUI's own Wan model)."""
 
@@ -23,6 +23,12 @@ def wan(tmp_path_factory):
     return loader, pair, root
 
 
+def load(loader, pair_mod, model, low="none"):
+    """The loader node's two MODEL outputs, as the sampler sees them (a pair)."""
+    high, low_model = loader.Wan22ModelLoader.execute(model, low, "default").result
+    return pair_mod.Wan22ModelPair.from_models(high, low_model)
+
+
 def write(root, name, kind, seed=0, **cfg):
     cfg = tiny_config(kind, num_layers=1, **cfg)
     return write_comfy_file(random_state_dict(cfg, seed=seed), root / name)
@@ -32,7 +38,7 @@ def test_pair_from_two_files(wan):
     loader, pair_mod, root = wan
     write(root, "t2v_high.safetensors", "t2v", seed=1)
     write(root, "t2v_low.safetensors", "t2v", seed=2)
-    (pair,) = loader.Wan22ModelLoader.execute("t2v_high.safetensors", "t2v_low.safetensors", "default").result
+    pair = load(loader, pair_mod, "t2v_high.safetensors", "t2v_low.safetensors")
     assert pair.kind.value == "t2v" and pair.is_pair
     assert pair.defaults.boundary == 0.875 and pair.text_dim == 32
     assert (pair.high_name, pair.low_name) == ("t2v_high.safetensors", "t2v_low.safetensors")
@@ -42,34 +48,34 @@ def test_pair_from_two_files(wan):
 
 
 def test_release_folder_gives_the_pair_and_is_listed(wan):
-    loader, _, root = wan
+    loader, pair_mod, root = wan
     for sub, seed in (("high_noise_model", 3), ("low_noise_model", 4)):
         cfg = tiny_config("i2v", num_layers=1)
         write_official_folder(random_state_dict(cfg, seed=seed), cfg, root / "Wan2.2-I2V-A14B" / sub, kind="i2v")
     choices = loader.model_choices()
     assert "Wan2.2-I2V-A14B/" in choices
     assert not any("diffusion_pytorch_model-" in c for c in choices)  # shards are not offered alone
-    (pair,) = loader.Wan22ModelLoader.execute("Wan2.2-I2V-A14B/", "none", "default").result
+    pair = load(loader, pair_mod, "Wan2.2-I2V-A14B/", "none")
     assert pair.kind.value == "i2v" and pair.is_pair
-    assert pair.high.model.image_to_video
+    assert pair.high.model.diffusion_model.patch_embedding.weight.shape[1] == 36  # noise + mask + image latent
 
 
 def test_single_expert_runs_alone_and_says_so(wan, caplog):
-    loader, _, root = wan
+    loader, pair_mod, root = wan
     write(root, "lone_low.safetensors", "t2v", seed=5)
     with caplog.at_level(logging.INFO):
-        (pair,) = loader.Wan22ModelLoader.execute("lone_low.safetensors", "none", "default").result
+        pair = load(loader, pair_mod, "lone_low.safetensors", "none")
     assert pair.low is None and pair.kind.value == "t2v"
     assert "runs every step as a single model" in caplog.text
 
 
 def test_5b_with_a_partner_is_refused(wan):
-    loader, _, root = wan
+    loader, pair_mod, root = wan
     write(root, "ti2v.safetensors", "ti2v")
     write(root, "other_ti2v.safetensors", "ti2v", seed=9)
     with pytest.raises(ValueError, match="ti2v.safetensors is the TI2V-5B model.*set low_noise_model to none"):
         loader.Wan22ModelLoader.execute("ti2v.safetensors", "other_ti2v.safetensors", "default")
-    (pair,) = loader.Wan22ModelLoader.execute("ti2v.safetensors", "none", "default").result
+    pair = load(loader, pair_mod, "ti2v.safetensors", "none")
     assert pair.kind.value == "ti2v" and pair.defaults.boundary is None
 
 
@@ -93,25 +99,23 @@ def test_missing_choice_is_a_clear_error(wan):
         loader.Wan22ModelLoader.execute("gone.safetensors", "none", "default")
 
 
-def test_round_trip_through_native_models(wan):
-    loader, _, root = wan
+def test_outputs_are_plain_native_models(wan):
+    loader, pair_mod, root = wan
+    import comfy.model_patcher
+
     write(root, "rt_high.safetensors", "t2v", seed=1)
     write(root, "rt_low.safetensors", "t2v", seed=2)
-    (pair,) = loader.Wan22ModelLoader.execute("rt_high.safetensors", "rt_low.safetensors", "default").result
-    high, low = loader.Wan22ExpertsToModels.execute(pair).result
-    assert high is pair.high and low is pair.low
-    (again,) = loader.Wan22ModelsToPair.execute(high.clone(), low.clone()).result
-    assert again.kind == pair.kind and again.high_name == "rt_high.safetensors"
-
-    (single,) = loader.Wan22ModelLoader.execute("rt_high.safetensors", "none", "default").result
-    high, low = loader.Wan22ExpertsToModels.execute(single).result
-    assert low is high
-    (again,) = loader.Wan22ModelsToPair.execute(high, low).result
-    assert again.low is None
+    high, low = loader.Wan22ModelLoader.execute("rt_high.safetensors", "rt_low.safetensors", "default").result
+    assert isinstance(high, comfy.model_patcher.ModelPatcher) and isinstance(low, comfy.model_patcher.ModelPatcher)
+    # Clones (what every native patch node makes) still pair up, names and kind read from the models.
+    again = pair_mod.Wan22ModelPair.from_models(high.clone(), low.clone())
+    assert again.kind.value == "t2v" and again.high_name == "rt_high.safetensors"
+    single, nothing = loader.Wan22ModelLoader.execute("rt_high.safetensors", "none", "default").result
+    assert nothing is None and pair_mod.Wan22ModelPair.from_models(single).low is None
 
 
 def test_pair_from_comfyui_native_wan_models(wan, tmp_path):
-    loader, _, _ = wan
+    _, pair_mod, _ = wan
     import comfy.sd
 
     # ComfyUI's detection assumes umT5's width, so these models take 4096-wide text.
@@ -119,8 +123,8 @@ def test_pair_from_comfyui_native_wan_models(wan, tmp_path):
         return comfy.sd.load_diffusion_model(str(write(tmp_path, name, "i2v", text_dim=4096, **kw)))
 
     high, low = native("n_high.safetensors", seed=1), native("n_low.safetensors", seed=2)
-    (pair,) = loader.Wan22ModelsToPair.execute(high, low).result
+    pair = pair_mod.Wan22ModelPair.from_models(high, low)
     assert pair.kind.value == "i2v" and pair.text_dim == 4096
     wide = native("n_wide.safetensors", dim=384)
     with pytest.raises(ValueError, match="pick the matching expert"):
-        loader.Wan22ModelsToPair.execute(high, wide)
+        pair_mod.Wan22ModelPair.from_models(high, wide)

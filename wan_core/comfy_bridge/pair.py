@@ -1,7 +1,8 @@
-"""The WAN22_MODEL value: an A14B expert pair, a single A14B expert, or the TI2V-5B model.
+"""What the sampler runs: an A14B expert pair, a single A14B expert, or the TI2V-5B model.
 
-Each expert is an ordinary ComfyUI ModelPatcher (see dit_model). The pair carries the kind and
-that kind's release defaults (config.KIND_DEFAULTS) so the sampler needs no other source.
+Each expert is a native MODEL (a ComfyUI ModelPatcher around ComfyUI's Wan model, from the pack's
+loader or any other). The pair reads the kind from the weights and carries that kind's release
+defaults (config.KIND_DEFAULTS), so the sampler needs no other source.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import comfy.model_patcher
 from ..checkpoints import inspect_dit, partner_in_folder
 from ..config import KIND_DEFAULTS, KindDefaults, ModelKind, kind_from_channels
 from ..errors import WanUserError
-from .dit_model import checkpoint_path_of, dit_of, expert_from_checkpoint
+from .dit_model import checkpoint_path_of, expert_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,7 @@ class ModelShape:
 
 
 def shape_of_model(model, name: str) -> ModelShape:
-    """The shape of a MODEL: ours, or ComfyUI's native Wan model (e.g. from UNETLoader)."""
-    dm = dit_of(model)
-    if dm is not None:
-        c = dm.config
-        return ModelShape(c.kind, c.dim, c.num_layers, c.text_dim)
+    """The shape of a MODEL holding ComfyUI's Wan model (from any loader), read from its layers."""
     native = getattr(getattr(model, "model", None), "diffusion_model", None)
     try:
         in_dim = native.patch_embedding.weight.shape[1]

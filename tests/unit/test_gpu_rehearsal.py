@@ -191,3 +191,38 @@ sys.exit(rc)
     assert all(r["ok"] for r in results["cases"][0]["runs"])
     # every wheel the kit carries was imported from it (none is carried for nothing)
     assert "FROM THE KIT'S WHEELS: ['av', 'torchsde', 'trampoline']" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_targets_read_off_gpu_figures():
+    """The verdicts under the table, on figures shaped like an H200 run (no GPU needed)."""
+    from bench.gpu.__main__ import table, targets
+    from bench.gpu.runner import CaseResult, Run
+
+    gib = 2**30
+
+    def run(impl, step, peak, experts, switch=None, error=None):
+        return Run("x", impl, ok=error is None, error=error, s_per_step=step, switch_s=switch, peak_vram=peak,
+                   steps=[{"expert": "high", "t": 1.0, "seconds": step or 0, "forwards": 1}],
+                   experts={k: {"model_bytes": v * gib, "loaded_bytes_first_step": v * gib} for k, v in experts.items()})
+
+    five = CaseResult("ti2v", "1280x704x121", "", runs=[run("pack", 2.0, 30 * gib, {"high": 10}),
+                                                        run("native", 2.5, 31 * gib, {"high": 10})])
+    pair = CaseResult("a14b", "832x480x81", "", runs=[
+        run("pack", 8.4, 27 * gib, {"high": 14, "low": 14}, switch=3.0),
+        run("native", 8.0, 40 * gib, {"high": 14, "low": 14}, switch=0.5)])
+    capped = CaseResult("a14b-24gb", "832x480x81", "", cap_gb=24.0, cap_applied=True, runs=[
+        run("pack", 12.0, 23 * gib, {"high": 14, "low": 14}, switch=9.0),
+        run("native", None, None, {}, error="OutOfMemoryError: CUDA out of memory")])
+    text = targets([five, pair, capped])
+    assert "- ti2v: s/step 0.80x native (<= 1.0x): met" in text
+    assert "- a14b: s/step 1.05x native (<= 1.0x): **missed**" in text
+    assert "- a14b: switch 3.00 s under one step (8.40 s): met" in text
+    # activations = native's 40 GiB less its two 14 GiB experts = 12; bound 1.1 x (14 + 12) = 28.6
+    assert "- a14b: peak VRAM 27.00 GiB <= one expert + activations + 10 % (28.60 GiB): met" in text
+    assert "- a14b-24gb: peak VRAM 23.00 GiB <= one expert + activations + 10 % (28.60 GiB): met" in text
+    assert ("- a14b-24gb: no OOM under the 24 GB cap (cap applied: True): pack ran, native "
+            "OutOfMemoryError: CUDA out of memory") in text
+    assert "a14b-24gb: s/step" not in text  # no ratio without both runs
+    rows = table([five, pair, capped], "header").splitlines()
+    assert "| a14b-24gb | native | OutOfMemoryError: CUDA out of memory |" in "\n".join(rows)
+    assert any(r.startswith("| ti2v | pack/native | 0.80x |") for r in rows)

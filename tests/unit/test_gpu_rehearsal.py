@@ -56,6 +56,7 @@ def _pins(kit: Path) -> dict[str, str]:
     return {canonicalize_name(n): v for n, v in (ln.split("==") for ln in lines if ln and not ln.startswith("#"))}
 
 
+@pytest.mark.slow
 def test_rehearsal_runs_the_gpu_check_on_the_cpu(kit, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, WAN22_PYTHON=sys.executable)
@@ -123,6 +124,7 @@ def _link_machine_packages(dists, dest: Path) -> None:
                 link.symlink_to(src, target_is_directory=src.is_dir())
 
 
+@pytest.mark.slow
 def test_kit_is_complete_in_a_clean_interpreter(kit, tmp_path):
     pins = _pins(kit)
     wheels = sorted((kit / "wheels").glob("*.whl"))

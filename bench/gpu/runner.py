@@ -156,6 +156,8 @@ class ForwardClock:
     def steps(self) -> list[dict]:
         out: list[dict] = []
         for c in self.calls:
+            if c["end"] is None:  # a forward that raised (out of memory): no time to count
+                continue
             if out and out[-1]["expert"] == c["expert"] and out[-1]["t"] == c["t"]:
                 out[-1]["seconds"] += c["end"] - c["start"]
                 out[-1]["forwards"] += 1
@@ -164,7 +166,7 @@ class ForwardClock:
         return out
 
     def switch_seconds(self) -> float | None:
-        high = [c for c in self.calls if c["expert"] == HIGH_LABEL]
+        high = [c for c in self.calls if c["expert"] == HIGH_LABEL and c["end"] is not None]
         low = [c for c in self.calls if c["expert"] == LOW_LABEL]
         if not (high and low):
             return None

@@ -183,6 +183,7 @@ print("FROM THE KIT'S WHEELS:", sorted({{n.split(".")[0] for n, f in files.items
 sys.exit(rc)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "OUT"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no bytecode in the kit, which is carried as it is
     proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]

@@ -93,7 +93,7 @@ def test_t2v_pair_end_to_end(models):
     assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
     loaded = [row["model"] for row in models.get_json("/wan22/loaded_models")]
     assert "UMT5Encoder" not in loaded, loaded
-    assert "Wan22Expert" in loaded, loaded  # the low-noise expert stays cached, like native models
+    assert "WAN21" in loaded, loaded  # the experts (ComfyUI's own Wan model) stay cached, like native models
 
 
 def test_i2v_pair_with_a_start_image(models):

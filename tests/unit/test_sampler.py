@@ -259,3 +259,23 @@ class TestBadInput:
         with pytest.raises(WanUserError, match=r"I2V-A14B experts need a start image"):
             run_node(load_pair(paths), conditioning(cfg, 1), conditioning(cfg, 2),
                      {"samples": torch.zeros(1, 16, 2, 4, 4)})
+
+
+def test_a_model_sampling_patch_on_an_expert_is_replaced_by_the_samplers_shift_and_said(tmp_path, caplog):
+    import logging
+
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+    cfg, _, paths = write_models(tmp_path, "t2v")
+    pair = load_pair(paths)
+    (patched,) = ModelSamplingSD3().patch(pair.high, shift=3.0)
+    plain, _ = run_node(pair, conditioning(cfg, 1), conditioning(cfg, 2), {"samples": torch.zeros(1, 16, 2, 4, 4)},
+                        steps=4)
+    pair.high = patched
+    with caplog.at_level(logging.WARNING):
+        ours, summary = run_node(pair, conditioning(cfg, 1), conditioning(cfg, 2),
+                                 {"samples": torch.zeros(1, 16, 2, 4, 4)}, steps=4)
+    (note,) = summary["notes"]
+    assert "high-noise expert's model-sampling patch (shift 3)" in note and "sampler's shift 12" in note
+    assert note in summary["text"] and note in caplog.text
+    torch.testing.assert_close(ours, plain, rtol=0, atol=0)  # the sampler's shift ran

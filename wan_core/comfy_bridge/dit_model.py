@@ -26,7 +26,7 @@ import torch
 
 from ..checkpoints import FP8_DTYPES, DiTCheckpoint, inspect_dit, parse_weight_dtype, stored_tensors
 from ..config import KIND_DEFAULTS
-from .resident_weights import keep_resident_on_cpu
+from .resident_weights import file_backed_patcher
 
 
 def comfy_unet_config(ckpt: DiTCheckpoint) -> dict:
@@ -111,9 +111,8 @@ def expert_from_checkpoint(ckpt: DiTCheckpoint, weight_dtype: str = "default") -
         compute or storage, type(model_config).__name__,
     )
     model.wan22_checkpoint = ckpt.path  # on the model, not the patcher: clones (LoRA) share it
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-    keep_resident_on_cpu(patcher, ckpt.weights)  # file views only while idle: see resident_weights
-    return patcher
+    # File views only while idle, never page-locked: see resident_weights.
+    return file_backed_patcher(model, ckpt.weights, load_device, offload_device)
 
 
 def _fill_scales(dit: torch.nn.Module, state: dict) -> None:

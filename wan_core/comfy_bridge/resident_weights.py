@@ -1,16 +1,21 @@
-"""Keep an expert's weights in process memory while it computes on the CPU.
+"""An expert's weights: views of its file while idle, process memory while it computes.
 
-The pack's weights are views of a memory-mapped file, so an idle expert costs no RAM. But clean
-file pages are what the kernel drops first under memory pressure, and a DiT reads every weight
-in every step: with the machine's RAM full, each step re-read the whole model from disk (the
-real TI2V-5B: 10 GB per step, twice native's step time in docs/benchmarks.md). Native ComfyUI
-copies weights into anonymous memory, which stays put.
+The pack's weights are views of a memory-mapped file, so an idle expert costs no RAM. Three
+moments need care, because a file view is not ordinary memory:
 
-So, on the CPU, "loading" an expert does what loading does on a GPU: it copies the file-backed
-weights into memory the process owns, and unloading gives that memory back and returns to the
-file views. An idle expert (the other half of a pair) stays file-backed. The hooks are
-ModelPatcher callbacks, so model management's ordinary load/unload drives them and clones (LoRA)
-share them; weights a patch has replaced are no longer file views and are left alone.
+- Loading on the CPU. Clean file pages are what the kernel drops first under memory pressure,
+  and a DiT reads every weight in every step: with the machine's RAM full, each step re-read the
+  whole model from disk (the real TI2V-5B: 10 GB per step, twice native's step time in
+  docs/benchmarks.md). So "loading" on the CPU does what loading does on a GPU: it copies the
+  weights into memory the process owns (plain file reads, so the file's pages never enter RSS).
+- Page-locking. Partial loading on a GPU pins the weights it leaves on the host; pinning a file
+  view would lock the page cache. A weight is copied into process memory before it is pinned.
+- Unloading. Whatever the device, an unloaded expert goes back to its file views (copies made
+  for the CPU, weights brought back from a GPU), so it holds no host RAM while idle.
+
+The hooks are ModelPatcher callbacks and a ModelPatcher subclass (clones keep the class), so
+model management's ordinary load, offload and unload drive them and LoRA clones share them;
+a weight a patch has replaced is left alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Mapping
 
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.patcher_extension
 import torch
 
@@ -29,58 +35,68 @@ from ..weights import file_holding
 HEADROOM = 1.1
 
 
-def keep_resident_on_cpu(patcher, source: Mapping[str, torch.Tensor]) -> None:
-    """Registers the load/unload hooks on an expert's ModelPatcher; `source` is the lazy state
-    dict its weights were assigned from."""
-    patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, _on_load(source))
+class FileBackedModelPatcher(comfy.model_patcher.ModelPatcher):
+    """A ModelPatcher whose weights may be views of a weight file: a weight ComfyUI page-locks
+    (partial loading on a GPU) is copied into process memory first."""
+
+    def pin_weight_to_device(self, key):
+        weight, _, _ = comfy.model_patcher.get_key_weight(self.model, key)
+        source = self.model.__dict__.get("wan22_weight_source")
+        file = file_holding(source, weight.data) if source is not None else None
+        if file is not None:
+            weight.data = file.read_copy(weight.data)
+        return super().pin_weight_to_device(key)
+
+
+def file_backed_patcher(model, source: Mapping[str, torch.Tensor], load_device, offload_device):
+    """The MODEL of an expert whose weights were just assigned from `source` (the lazy state dict
+    of `open_state_dict`): remembers each weight's file view and registers the load/unload hooks."""
+    model.wan22_weight_source = source
+    model.wan22_file_views = {
+        name: t.data for name, t in _tensors(model).items() if file_holding(source, t.data) is not None
+    }
+    patcher = FileBackedModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, _on_load)
     patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, _on_detach)
+    return patcher
 
 
 def _tensors(model) -> dict[str, torch.Tensor]:
     return model.diffusion_model.state_dict(keep_vars=True)
 
 
-def _on_load(source):
-    def on_load(patcher, device_to, *_args):
-        if device_to is None or torch.device(device_to).type != "cpu":
-            return  # on an accelerator the load itself copied the weights off the file
-        model = patcher.model
-        copies: dict = model.__dict__.setdefault("wan22_file_views", {})
-        # Only file views: tensors converted to another dtype or replaced by a patch are copies.
-        views = {
-            name: (t, f) for name, t in _tensors(model).items()
-            if name not in copies and (f := file_holding(source, t.data)) is not None
-        }
-        size = sum(t.numel() * t.element_size() for t, _ in views.values())
-        if not size:
-            return
-        free = mm.get_free_memory(torch.device("cpu"))
-        if size * HEADROOM > free:
-            logging.warning(
-                "[ComfyUI-Wan22] %.1f GB of weights stay memory-mapped (%.1f GB of RAM free): steps may "
-                "re-read them from disk under memory pressure", size / 2**30, free / 2**30,
-            )
-            return
-        for name, (t, file) in views.items():
-            copy = file.read_copy(t.data)
-            copies[name] = (t.data, copy.data_ptr())
-            t.data = copy
-        logging.info("[ComfyUI-Wan22] copied %.2f GB of weights from the file into RAM", size / 2**30)
-
-    return on_load
+def _on_load(patcher, device_to, *_args):
+    if device_to is None or torch.device(device_to).type != "cpu":
+        return  # on an accelerator the load itself copied the weights off the file
+    model = patcher.model
+    source = model.wan22_weight_source
+    # Only file views: tensors converted to another dtype or replaced by a patch are copies.
+    views = {name: (t, f) for name, t in _tensors(model).items() if (f := file_holding(source, t.data)) is not None}
+    size = sum(t.numel() * t.element_size() for t, _ in views.values())
+    if not size:
+        return
+    free = mm.get_free_memory(torch.device("cpu"))
+    if size * HEADROOM > free:
+        logging.warning(
+            "[ComfyUI-Wan22] %.1f GB of weights stay memory-mapped (%.1f GB of RAM free): steps may "
+            "re-read them from disk under memory pressure", size / 2**30, free / 2**30,
+        )
+        return
+    for t, file in views.values():
+        t.data = file.read_copy(t.data)
+    logging.info("[ComfyUI-Wan22] copied %.2f GB of weights from the file into RAM", size / 2**30)
 
 
 def _on_detach(patcher, unpatch_all):
-    """Back to the file views (the copies are freed), unless something replaced a weight since."""
+    """Back to the file views once the weights are unpatched and on the host: copies made for
+    the CPU and weights brought back from a GPU are freed. A weight whose dtype or shape no
+    longer matches its view (converted, or replaced by something else) is left as it is."""
     if not unpatch_all:
         return
-    model = patcher.model
-    copies = model.__dict__.get("wan22_file_views")
-    if not copies:
-        return
-    tensors = _tensors(model)
-    for name, (view, copy_ptr) in list(copies.items()):
+    tensors = _tensors(patcher.model)
+    for name, view in patcher.model.__dict__.get("wan22_file_views", {}).items():
         t = tensors.get(name)
-        if t is not None and t.data_ptr() == copy_ptr:
+        if t is None or t.data_ptr() == view.data_ptr() or t.device.type != "cpu":
+            continue
+        if t.dtype == view.dtype and t.shape == view.shape:
             t.data = view
-        del copies[name]

@@ -57,6 +57,7 @@ def _pins(kit: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # it may first wait for the machine-wide bigmem lock
 def test_rehearsal_runs_the_gpu_check_on_the_cpu(kit, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, WAN22_PYTHON=sys.executable)

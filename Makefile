@@ -7,7 +7,7 @@ COMFY := .comfyui
 PACK_LINK := $(COMFY)/custom_nodes/comfyui-wan22
 PYTEST_ARGS ?=
 
-.PHONY: dev browser test test-unit test-server lint demo bench run clean-dev
+.PHONY: dev browser test test-unit test-server lint demo bench run clean-dev gpu-kit
 
 dev: $(VENV)/.stamp-dev $(COMFY)/.stamp $(PACK_LINK) browser
 
@@ -35,7 +35,7 @@ $(PACK_LINK): $(COMFY)/.stamp
 	mkdir -p $(COMFY)/custom_nodes
 	ln -sfn "$(CURDIR)" $(PACK_LINK)
 
-test: dev
+test: dev gpu-kit
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-unit: dev
@@ -59,3 +59,8 @@ bench: dev
 
 clean-dev:
 	rm -rf $(VENV) $(COMFY) .cache
+
+# .gpu-kit/: ComfyUI's Python tree and the wheels a bare GPU machine lacks for bench/gpu/run.sh
+# (bench/gpu/README.md). Needs only python3 with pip and the registry; kept when up to date.
+gpu-kit:
+	$(PYTHON) -m bench.gpu.build_kit

@@ -61,8 +61,9 @@ class DiTSpec:
 class ModelCache:
     """`root/models/<comfy folder>/<file>`: a bench server's models folder links here."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, device: str = "cpu"):
         self.root = Path(root)
+        self.device = device  # where random DiT weights are drawn (a GPU draws 14 B in seconds)
         self.models = self.root / "models"
         for folder in (DIFFUSION_MODELS, VAE):
             (self.models / folder).mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ class ModelCache:
 
     def dit(self, spec: DiTSpec) -> str:
         return self._once(DIFFUSION_MODELS, spec.filename,
-                          lambda p: write_random_dit(p, spec.config, spec.dtype, spec.seed, spec.fill))
+                          lambda p: write_random_dit(p, spec.config, spec.dtype, spec.seed, spec.fill, self.device))
 
     def vae(self, kind: str, size: str) -> str:
         import vae_factory
@@ -99,17 +100,19 @@ def _tensor_seed(seed: int, key: str) -> int:
 
 
 def _random_tensor(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    """Every parameter random and activations O(1): the init rules of tests/dit_factory.py."""
+    """Every parameter random and activations O(1): the init rules of tests/dit_factory.py.
+    Drawn on the generator's device."""
+    device = gen.device
     if key.endswith("modulation"):
-        return torch.randn(shape, generator=gen) * 0.1
+        return torch.randn(shape, generator=gen, device=device) * 0.1
     if ".norm" in key and key.endswith("weight"):
-        return 1 + torch.randn(shape, generator=gen) * 0.1
+        return 1 + torch.randn(shape, generator=gen, device=device) * 0.1
     if key.endswith("bias"):
-        return torch.randn(shape, generator=gen) * 0.05
+        return torch.randn(shape, generator=gen, device=device) * 0.05
     fan_in = 1
     for n in shape[1:]:
         fan_in *= n
-    return (torch.rand(shape, generator=gen) * 2 - 1) / fan_in**0.5
+    return (torch.rand(shape, generator=gen, device=device) * 2 - 1) / fan_in**0.5
 
 
 def _stored(key: str, t: torch.Tensor, dtype: torch.dtype) -> list[tuple[str, torch.Tensor]]:
@@ -159,9 +162,10 @@ class _Pool:
 
 
 def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
-                     fill: str = "random") -> Path:
+                     fill: str = "random", device: str = "cpu") -> Path:
     """A ComfyUI single-file DiT (official key names, no prefix) of random weights, streamed:
-    the safetensors header is computed from the shapes, then each tensor is drawn and written."""
+    the safetensors header is computed from the shapes, then each tensor is drawn (on `device`;
+    the values differ between devices, the layout does not) and written."""
     shapes = dit_factory.state_dict_shapes(cfg)
     fp8 = dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
     if fill not in ("random", "pool"):
@@ -193,8 +197,8 @@ def write_random_dit(path: Path, cfg: DiTConfig, dtype: torch.dtype = torch.bflo
             if pool is not None and len(shape) == 2 and key.endswith(".weight"):
                 pool.write(f, shape)  # and its scale_weight, for scaled fp8
                 continue
-            gen = torch.Generator().manual_seed(_tensor_seed(seed, key))
+            gen = torch.Generator(device=device).manual_seed(_tensor_seed(seed, key))
             for stored_key, t in _stored(key, _random_tensor(key, shape, gen), dtype):
                 assert header[stored_key]["dtype"] == _SAFETENSORS_DTYPE[t.dtype], stored_key
-                f.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                f.write(t.contiguous().reshape(-1).view(torch.uint8).cpu().numpy().data)
     return path

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 CAP_ENV = "WAN22_BENCH_VRAM_CAP_GB"
 TEXT_LEN, TEXT_DIM = 512, 4096
+_RESERVE_BEFORE_CAP = None  # model management's reserve before cap_device_memory changed it
 
 
 class BenchConditioning:
@@ -81,22 +83,35 @@ class BenchCountEvaluations:
 NODE_CLASS_MAPPINGS = {"BenchConditioning": BenchConditioning, "BenchCountEvaluations": BenchCountEvaluations}
 
 
-def _cap_device_memory() -> None:
-    cap_gb = os.environ.get(CAP_ENV)
-    if not cap_gb:
-        return
+def cap_device_memory(cap_gb: float | None) -> bool:
+    """Caps this process's CUDA memory to `cap_gb` (None: lifts the cap) and tells ComfyUI's model
+    management the same budget. False when there is no CUDA device (nothing was capped)."""
     import comfy.model_management as mm
     import torch
 
     if not torch.cuda.is_available():
-        logging.warning("[wan22 bench] %s=%s ignored: no CUDA device", CAP_ENV, cap_gb)
-        return
-    cap = float(cap_gb) * 2**30
+        return False
     total = torch.cuda.get_device_properties(0).total_memory
+    global _RESERVE_BEFORE_CAP
+    if cap_gb is None:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+        if _RESERVE_BEFORE_CAP is not None:
+            mm.EXTRA_RESERVED_VRAM, _RESERVE_BEFORE_CAP = _RESERVE_BEFORE_CAP, None
+        return True
+    if _RESERVE_BEFORE_CAP is None:
+        _RESERVE_BEFORE_CAP = mm.EXTRA_RESERVED_VRAM
+    cap = float(cap_gb) * 2**30
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), 0)
     # ComfyUI plans with total - reserve; keep its usual 400 MB margin inside the cap.
     mm.EXTRA_RESERVED_VRAM = max(0, int(total - cap)) + 400 * 2**20
     logging.info("[wan22 bench] device memory capped to %.1f GB of %.1f GB", cap / 2**30, total / 2**30)
+    return True
+
+
+def _cap_device_memory() -> None:
+    cap_gb = os.environ.get(CAP_ENV)
+    if cap_gb and not cap_device_memory(float(cap_gb)):
+        logging.warning("[wan22 bench] %s=%s ignored: no CUDA device", CAP_ENV, cap_gb)
 
 
 def _status_bytes(name: str) -> int:
@@ -108,6 +123,8 @@ def _status_bytes(name: str) -> int:
 
 
 def _register_routes() -> None:
+    if "server" not in sys.modules:  # imported outside a ComfyUI server (bench/gpu): no routes
+        return
     try:
         from aiohttp import web
         from server import PromptServer

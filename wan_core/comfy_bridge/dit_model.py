@@ -68,10 +68,16 @@ def _storage_dtype(ckpt: DiTCheckpoint, chosen: torch.dtype | None, supported) -
     return mm.unet_dtype(model_params=params, supported_dtypes=supported, weight_dtype=ckpt.file_dtype)
 
 
-def _model_config(ckpt: DiTCheckpoint, storage: torch.dtype, keep_scaled: bool, load_device):
+def _comfy_config(ckpt: DiTCheckpoint):
+    """A fresh instance of the model config ComfyUI's detection picks for this checkpoint."""
     config = comfy.model_detection.model_config_from_unet_config(comfy_unet_config(ckpt))
     if config is None:  # cannot happen for a checkpoint inspect_dit accepted; say so if it does
         raise RuntimeError(f"{ckpt.path.name}: ComfyUI has no model config for {ckpt.description}")
+    return config
+
+
+def _model_config(ckpt: DiTCheckpoint, storage: torch.dtype, keep_scaled: bool, load_device):
+    config = _comfy_config(ckpt)
     # The release's shift, so native samplers on the bare MODEL start from the right schedule.
     config.sampling_settings = {"shift": KIND_DEFAULTS[ckpt.kind].shift}
     if keep_scaled:
@@ -94,8 +100,8 @@ def expert_from_checkpoint(ckpt: DiTCheckpoint, weight_dtype: str = "default") -
     offload_device = mm.unet_offload_device()
     chosen = parse_weight_dtype(weight_dtype)
     keep_scaled = ckpt.scaled_fp8 is not None and chosen is None and _forced_dtype() is None
-    probe = comfy.model_detection.model_config_from_unet_config(comfy_unet_config(ckpt))
-    storage = ckpt.scaled_fp8 if keep_scaled else _storage_dtype(ckpt, chosen, probe.supported_inference_dtypes)
+    supported = _comfy_config(ckpt).supported_inference_dtypes
+    storage = ckpt.scaled_fp8 if keep_scaled else _storage_dtype(ckpt, chosen, supported)
     model_config, compute = _model_config(ckpt if keep_scaled else _unscaled(ckpt), storage, keep_scaled, load_device)
     # Built on the meta device: the weights are assigned from the file below, nothing is allocated.
     model = model_config.get_model({}, "", device=torch.device("meta"))

@@ -54,9 +54,7 @@ def file_backed_patcher(model, source: Mapping[str, torch.Tensor], load_device, 
     """The MODEL of an expert whose weights were just assigned from `source` (the lazy state dict
     of `open_state_dict`): remembers each weight's file view and registers the load/unload hooks."""
     model.wan22_weight_source = source
-    model.wan22_file_views = {
-        name: t.data for name, t in _tensors(model).items() if file_holding(source, t.data) is not None
-    }
+    model.wan22_file_views = {name: t.data for name, (t, _) in _current_views(model).items()}
     patcher = FileBackedModelPatcher(model, load_device=load_device, offload_device=offload_device)
     patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_LOAD, _on_load)
     patcher.add_callback(comfy.patcher_extension.CallbacksMP.ON_DETACH, _on_detach)
@@ -67,14 +65,24 @@ def _tensors(model) -> dict[str, torch.Tensor]:
     return model.diffusion_model.state_dict(keep_vars=True)
 
 
+def _current_views(model) -> dict[str, tuple[torch.Tensor, object]]:
+    """name -> (tensor, its file) for the weights that are views of the weight file right now
+    (tensors converted to another dtype, copied, or replaced by a patch are not)."""
+    source = model.__dict__.get("wan22_weight_source")
+    if source is None:
+        return {}
+    return {name: (t, f) for name, t in _tensors(model).items() if (f := file_holding(source, t.data)) is not None}
+
+
+def _nbytes(views) -> int:
+    return sum(t.numel() * t.element_size() for t, _ in views.values())
+
+
 def _on_load(patcher, device_to, *_args):
     if device_to is None or torch.device(device_to).type != "cpu":
         return  # on an accelerator the load itself copied the weights off the file
-    model = patcher.model
-    source = model.wan22_weight_source
-    # Only file views: tensors converted to another dtype or replaced by a patch are copies.
-    views = {name: (t, f) for name, t in _tensors(model).items() if (f := file_holding(source, t.data)) is not None}
-    size = sum(t.numel() * t.element_size() for t, _ in views.values())
+    views = _current_views(patcher.model)
+    size = _nbytes(views)
     if not size:
         return
     free = mm.get_free_memory(torch.device("cpu"))
@@ -111,8 +119,4 @@ def _on_detach(patcher, unpatch_all):
 def file_view_bytes(patcher) -> int:
     """Bytes of the expert's weights that are views of its file right now. On the CPU they are
     page cache, which the free-memory estimate counts as free although the expert reads them."""
-    source = getattr(patcher.model, "wan22_weight_source", None)
-    if source is None:
-        return 0
-    return sum(t.numel() * t.element_size() for t in _tensors(patcher.model).values()
-               if file_holding(source, t.data) is not None)
+    return _nbytes(_current_views(patcher.model))

@@ -88,7 +88,9 @@ NODES = [Wan22VideoLatent]
 
 
 def wan_vae_kind(vae):
-    """The Wan VAE kind of a native VAE, from its latent channels and spatial compression."""
+    """The Wan VAE kind of a native VAE, from its latent channels and spatial compression: read
+    through the VAE API only, as native's Wan latent nodes use it, so any VAE they accept passes
+    (vae_stream.wan_config, by contrast, needs ComfyUI's Wan modules to stream through them)."""
     channels = getattr(vae, "latent_channels", None)
     spatial = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else None
     for kind in VAE_KINDS.values():

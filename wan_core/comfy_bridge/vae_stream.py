@@ -62,8 +62,22 @@ def _is_temporal_upsample(layer: torch.nn.Module) -> bool:
     return any(getattr(m, "mode", None) == "upsample3d" for m in layer.modules())
 
 
+def _receptive_radius(layers: list[torch.nn.Module]) -> int:
+    """How many rows (or columns) of the first layer's input an output pixel of the last layer
+    reads on each side: the spatial convolutions' radii, halved (rounding up) back through each 2x
+    upsample. Walked from the output back, in the order the modules run (a block's shortcut adds
+    no reach: DupUp3D only repeats pixels)."""
+    radius = 0
+    for module in reversed([m for layer in layers for m in layer.modules()]):
+        if isinstance(module, torch.nn.Upsample):
+            radius = -(-radius // 2)
+        elif isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            radius += (module.kernel_size[-1] - 1) // 2
+    return radius
+
+
 class CausalState:
-    """The causal cache of one stream (a video, or one tile of it)."""
+    """The causal cache of one stream (a video, or one strip or tile of it)."""
 
     def __init__(self, slots: int):
         self.cache: list = [None] * slots
@@ -80,6 +94,15 @@ class WanChunkCodec:
         decoder = self.model.decoder
         temporal = [i for i, layer in enumerate(decoder.upsamples) if _is_temporal_upsample(layer)]
         self._per_frame_from = temporal[-1] + 1 if temporal else 0
+        # Exact strips split the decoder after its first temporal upsample: the layers before it run
+        # at low resolution and hold the only non-local layer (the middle attention), the layers
+        # after it are convolutions whose reach is `strip_halo` rows of their input.
+        self._strips_from = temporal[0] + 1 if temporal else 0
+        low = decoder.upsamples[: self._strips_from]
+        high = list(decoder.upsamples[self._strips_from :]) + [decoder.head]
+        self.strip_halo = _receptive_radius(high)
+        self.low_scale = 2 ** sum(isinstance(m, torch.nn.Upsample) for m in low.modules())
+        self.low_channels = [m for m in low.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
         self._slots = max(_count_causal_convs(self.model.decoder), _count_causal_convs(self.model.encoder))
         self._residual = self.cfg.kind.residual
 
@@ -121,14 +144,40 @@ class WanChunkCodec:
     def decode_chunk(self, z: torch.Tensor, state: CausalState) -> torch.Tensor:
         """One raw latent frame [B, z, 1, h, w] -> its pixel frames [B, 3, t, H, W] in [-1, 1]
         (t = 1 for the stream's first call, 4 after)."""
-        decoder, cache, first = self.model.decoder, state.cache, state.first
         idx = [0]
+        x = self._decode_low(z, state.cache, idx, state.first)
+        out = self._decode_high(x, state.cache, idx, state.first)
+        state.first = False
+        return out
+
+    def decode_low(self, z: torch.Tensor, state: CausalState) -> torch.Tensor:
+        """The low-resolution half of decode_chunk (up to the first temporal upsample, included): its
+        whole-frame features, which decode_high takes, whole or as strips of rows or columns."""
+        x = self._decode_low(z, state.cache, [0], state.first)
+        state.first = False
+        return x
+
+    def decode_high(self, x: torch.Tensor, state: CausalState) -> torch.Tensor:
+        """The rest of decode_chunk over decode_low's features (or a strip of them, with its own state:
+        the strip's output is exact except within `strip_halo` input rows of a cut edge)."""
+        out = self._decode_high(x, state.cache, [0], state.first)
+        state.first = False
+        return out
+
+    def _decode_low(self, z, cache, idx, first):
+        decoder = self.model.decoder
         x = self._cached_conv(decoder.conv1, self.model.conv2(z), cache, idx)
         for layer in decoder.middle:
             x = layer(x) if isinstance(layer, wan21.AttentionBlock) else layer(x, cache, idx)
-        late = decoder.upsamples[self._per_frame_from:]
-        for layer in decoder.upsamples[: self._per_frame_from]:
+        for layer in decoder.upsamples[: self._strips_from]:
             x = self._up(layer, x, cache, idx, first)
+        return x
+
+    def _decode_high(self, x, cache, idx, first):
+        decoder = self.model.decoder
+        for layer in decoder.upsamples[self._strips_from : self._per_frame_from]:
+            x = self._up(layer, x, cache, idx, first)
+        late = decoder.upsamples[self._per_frame_from :]
         start = idx[0]
         frames = []
         for f in range(x.shape[2]):
@@ -141,7 +190,6 @@ class WanChunkCodec:
                 y = wan22.unpatchify(y, patch_size=self.cfg.kind.patch)
             frames.append(y.clamp_(-1.0, 1.0))
             del y
-        state.first = False
         del x
         return frames[0] if len(frames) == 1 else torch.cat(frames, dim=2)
 
@@ -163,23 +211,24 @@ def _load(vae, codec: WanChunkCodec, bytes_per_pixel: float) -> None:
 
 
 def decode_iter(vae, latent: torch.Tensor, tile: int | None = None, overlap: int | None = None,
-                vae_name: str = "vae", latent_name: str = "samples") -> Iterator[torch.Tensor]:
+                vae_name: str = "vae", latent_name: str = "samples", strips: int = 0) -> Iterator[torch.Tensor]:
     """Raw latent [B, z, T, h, w] -> pixel chunks [B, 3, t, H, W] in [-1, 1] (float32, CPU): 1
     frame, then 4 per latent frame. tile: pixels; 0 = whole frames; None = whole frames when they
-    fit the free memory. Bad inputs fail here, before anything is loaded."""
+    fit the free memory, else exact strips or tiles (streaming.decode_video). strips: >= 2 = that
+    many exact strips. Bad inputs fail here, before anything is loaded."""
     codec = WanChunkCodec(vae, vae_name)
     kind = codec.cfg.kind
     from ..vae.validation import check_latent
 
     check_latent(latent, kind.z_dim, kind.name, latent_name)
-    return _decode_iter(vae, codec, latent, tile, overlap, latent_name)
+    return _decode_iter(vae, codec, latent, tile, overlap, latent_name, strips)
 
 
-def _decode_iter(vae, codec, latent, tile, overlap, latent_name) -> Iterator[torch.Tensor]:
+def _decode_iter(vae, codec, latent, tile, overlap, latent_name, strips) -> Iterator[torch.Tensor]:
     _load(vae, codec, streaming.decode_bytes_per_pixel(codec))
     free = mm.get_free_memory(codec.device) if tile is None else None
     chunks = streaming.decode_video(codec, latent, tile=tile, overlap=overlap, free_memory=free, name=latent_name,
-                                    check=mm.throw_exception_if_processing_interrupted)
+                                    check=mm.throw_exception_if_processing_interrupted, strips=strips)
     try:
         yield from chunks
     finally:
@@ -188,9 +237,10 @@ def _decode_iter(vae, codec, latent, tile, overlap, latent_name) -> Iterator[tor
 
 
 def decode(vae, latent: torch.Tensor, tile: int | None = None, overlap: int | None = None,
-           vae_name: str = "vae") -> torch.Tensor:
+           vae_name: str = "vae", strips: int = 0) -> torch.Tensor:
     """The whole video [B, 3, T, H, W] in [-1, 1] (float32, CPU)."""
-    return torch.cat(list(decode_iter(vae, latent, tile=tile, overlap=overlap, vae_name=vae_name)), dim=2)
+    chunks = decode_iter(vae, latent, tile=tile, overlap=overlap, vae_name=vae_name, strips=strips)
+    return torch.cat(list(chunks), dim=2)
 
 
 def encode(vae, pixels: torch.Tensor, tile: int | None = None, overlap: int | None = None,

@@ -1,21 +1,30 @@
-"""Memory-bounded encode and decode: causal time chunks x spatial tiles, over any "codec" that
-runs one causal chunk of a Wan VAE (wan_core.comfy_bridge.vae_stream drives ComfyUI's modules).
+"""Memory-bounded encode and decode: causal time chunks x spatial strips or tiles, over any
+"codec" that runs one causal chunk of a Wan VAE (wan_core.comfy_bridge.vae_stream drives
+ComfyUI's modules).
 
 A codec has `cfg` (VaeConfig), `device`, `dtype`, `new_state()` (an empty causal cache for one
-stream: one video, or one spatial tile of it), `decode_chunk(latent_frame, state)` (one latent
-frame -> 1 pixel frame first, then 4; [B, 3, t, H, W] in [-1, 1]) and `encode_chunk(pixels, state)`
-(frame 0 alone, then 4 frames -> latent frames).
+stream: one video, or one strip or tile of it), `decode_chunk(latent_frame, state)` (one latent
+frame -> 1 pixel frame first, then 4; [B, 3, t, H, W] in [-1, 1]), the same split in two for
+strips (`decode_low`, `decode_high`, `strip_halo`, `low_scale`, `low_channels`: wan_core.vae.strips)
+and `encode_chunk(pixels, state)` (frame 0 alone, then 4 frames -> latent frames).
 
 Decode, whole frames (the default whenever the frame fits): frame-major, each latent frame's
 pixels yielded before the next starts, so a consumer (the video writer) never holds the video.
 This is exactly the release's computation (equal to ComfyUI's native decode).
-Decode, tiled (asked for, or chosen because the frame does not fit the free memory): tile-major,
-each tile runs through all its latent frames with its own causal cache, which is freed before
-the next tile starts; the tiles are cross-faded into one preallocated result. Tiles change the
-numbers near seams (the decoder is not local), so they are never used silently when the whole
-frame fits. Encode is tile-major too (the input video is in memory anyway).
+Decode, exact strips (asked for, or chosen because the whole frame does not fit the free memory):
+the decoder's low-resolution layers run whole-frame over the video first (`decode_low`, their
+features kept: a few percent of the memory), then strip-major: each strip of rows (or columns)
+runs the high-resolution layers through all latent frames with its own causal cache, which is
+freed before the next strip starts. Each strip reads `strip_halo` extra rows on each cut side and
+keeps only its own rows, so the result equals the whole-frame decode; the memory is that of the
+largest strip, the extra time that of the halos.
+Decode, tiled (asked for, or chosen when even the smallest strips do not fit): tile-major like
+strips, but through the whole decoder, cross-faded into one preallocated result. Tiles change
+the numbers near seams (the decoder is not local), so they are never used silently when strips
+fit. Encode is tile-major (the input video is in memory anyway).
 
-An out-of-memory error restarts with tiles half as large instead of failing the run.
+An out-of-memory error restarts with more strips, then tiles half as large, instead of failing
+the run.
 """
 
 from __future__ import annotations
@@ -23,10 +32,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from . import strips as strips_mod
 from .validation import check_latent, check_pixels
 
 log = logging.getLogger(__name__)
@@ -213,59 +223,122 @@ def _decode_tile_major(codec: Codec, latent: torch.Tensor, grid: TileGrid, check
         yield out[:, :, t0:t1]
 
 
+class FramePlan(NamedTuple):
+    """How a decode covers the frame: whole frames (both 0), `strips` exact strips, or tiles of
+    `tile` latent cells."""
+
+    strips: int = 0
+    tile: int = 0
+
+    def describe(self, stride: int) -> str:
+        if self.tile:
+            return f"{self.tile * stride}px tiles"
+        return f"{self.strips} exact strips" if self.strips else "whole frames"
+
+
+def _strip_length(codec: Codec, lh: int, lw: int) -> int:
+    """Rows of decode_low's features along the axis cut into strips."""
+    return codec.low_scale * (lw if strips_mod.strip_axis(lh, lw) == 4 else lh)
+
+
+def strips_bytes(codec: Codec, lh: int, lw: int, frames: int, count: int, bytes_per_pixel: float) -> float:
+    """Working set of a decode in `count` exact strips: the largest strip's share of a whole-frame
+    decode's, plus decode_low's features of the video (about 2 low-resolution frames per latent frame)."""
+    s = codec.cfg.kind.stride[1]
+    share = strips_mod.strip_share(_strip_length(codec, lh, lw), count, codec.strip_halo)
+    low = codec.low_channels * lh * lw * codec.low_scale**2 * 2 * frames * codec.dtype.itemsize
+    return lh * lw * s * s * bytes_per_pixel * share + low
+
+
+def auto_plan(codec: Codec, lh: int, lw: int, frames: int, free_memory: int) -> FramePlan:
+    """Whole frames when they fit the budget; else the fewest exact strips that fit; else tiles."""
+    per_px = decode_bytes_per_pixel(codec)
+    cells = auto_tile_cells(codec, lh, lw, free_memory, per_px)
+    if not cells:
+        return FramePlan()
+    budget = MEMORY_SHARE * free_memory
+    for count in range(2, strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo) + 1):
+        if strips_bytes(codec, lh, lw, frames, count, per_px) <= budget:
+            return FramePlan(strips=count)
+    return FramePlan(tile=cells)
+
+
 def decode_video(
     codec: Codec, latent: torch.Tensor, tile: int | None, overlap: int | None, free_memory: int | None,
-    name: str = "samples", check=_no_check,
+    name: str = "samples", check=_no_check, strips: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Raw latent [B, z, T, h, w] -> pixel chunks [B, 3, t, H, W] in [-1, 1], float32 on the CPU,
     in order (1 frame, then 4 per latent frame).
 
-    tile: spatial tile in pixels; 0 = whole frames; None = whole frames when they fit
-    `free_memory` (default: the device's free memory now), else the largest tile that fits.
+    tile: spatial tile in pixels; 0 = whole frames (or `strips`); None = whole frames when they fit
+    `free_memory` (default: the device's free memory now), else the fewest exact strips that fit,
+    else the largest tile that fits. strips: >= 2 = that many exact strips (unless tile > 0).
     check: called after every decoded chunk (the caller's interruption check raises from it)."""
     kind = codec.cfg.kind
     check_latent(latent, kind.z_dim, kind.name, name)
     s = kind.stride[1]
     lh, lw = latent.shape[3], latent.shape[4]
-    if tile is None:
+    if tile:
+        plan = FramePlan(tile=_tile_cells(tile, s))
+    elif strips > 1:
+        plan = FramePlan(strips=strips)
+    elif tile is None:
         free = free_memory if free_memory is not None else free_memory_of(codec.device)
-        cells = auto_tile_cells(codec, lh, lw, free, decode_bytes_per_pixel(codec))
-        if cells:
-            log.warning("VAE decode: a %dx%d frame does not fit the free memory; decoding in %dpx tiles "
-                        "(seams differ slightly from an untiled decode).", lw * s, lh * s, cells * s)
+        plan = auto_plan(codec, lh, lw, latent.shape[2], free)
+        if plan.tile:
+            log.warning("VAE decode: a %dx%d frame does not fit the free memory even in exact strips; decoding "
+                        "in %s (seams differ slightly from an untiled decode).", lw * s, lh * s, plan.describe(s))
+        elif plan.strips:
+            log.info("VAE decode: a %dx%d frame does not fit the free memory whole; decoding in %s (the same "
+                     "numbers, more time).", lw * s, lh * s, plan.describe(s))
     else:
-        cells = _tile_cells(tile, s)
-    return _decode_with_retry(codec, latent, cells, overlap, check)
+        plan = FramePlan()
+    return _decode_with_retry(codec, latent, plan, overlap, check)
 
 
-def _tiles_after_out_of_memory(codec, what: str, cells: int, lh: int, lw: int, failed: str) -> int:
-    """After an out-of-memory error: the next, smaller tile size (in latent cells), or the final
-    error when no smaller tile is left. Frees the device's cached memory first."""
+def _plan_after_out_of_memory(codec, what: str, plan: FramePlan, lh: int, lw: int, failed: str,
+                              most_strips: int = 0) -> FramePlan:
+    """After an out-of-memory error: twice the exact strips while they are worth cutting
+    (`most_strips`; 0 for encode, which has none), then tiles half as large, or the final error
+    when no smaller tile is left. Frees the device's cached memory first."""
     s = codec.cfg.kind.stride[1]
     _release_cached_memory(codec.device)
-    smaller = _smaller(cells, lh, lw)
-    tried = f"{cells * s}px tiles" if cells else "whole frames"
-    if smaller is None:
-        raise torch.OutOfMemoryError(
-            f"VAE {what} ran out of memory even with {tried} ({failed}). Free memory (unload models) or "
-            f"{what} a smaller video."
-        )
-    log.warning("VAE %s ran out of memory with %s; retrying with %dpx tiles (%s).", what, tried, smaller * s, failed)
-    return smaller
+    more = max(2, 2 * plan.strips)
+    if not plan.tile and more <= most_strips:
+        after = FramePlan(strips=more)
+    else:
+        smaller = _smaller(plan.tile, lh, lw)
+        if smaller is None:
+            raise torch.OutOfMemoryError(
+                f"VAE {what} ran out of memory even with {plan.describe(s)} ({failed}). Free memory (unload "
+                f"models) or {what} a smaller video."
+            )
+        after = FramePlan(tile=smaller)
+    log.warning("VAE %s ran out of memory with %s; retrying with %s (%s).", what, plan.describe(s),
+                after.describe(s), failed)
+    return after
 
 
-def _decode_with_retry(codec, latent, cells, overlap, check=_no_check) -> Iterator[torch.Tensor]:
+def _decode_chunks(codec, latent, plan: FramePlan, overlap, check) -> Iterator[torch.Tensor]:
+    if plan.strips and not plan.tile:
+        spans = output_frames(latent.shape[2], codec.cfg.kind.stride[0])
+        return strips_mod.decode_strip_major(codec, latent, spans, plan.strips, check)
     s = codec.cfg.kind.stride[1]
+    grid = TileGrid(latent.shape[3], latent.shape[4], plan.tile, _overlap_cells(overlap, plan.tile, s), s)
+    if len(grid) == 1:
+        return _decode_whole_frames(codec, latent, check)
+    return _decode_tile_major(codec, latent, grid, check)
+
+
+def _decode_with_retry(codec, latent, plan: FramePlan, overlap, check=_no_check) -> Iterator[torch.Tensor]:
     lh, lw = latent.shape[3], latent.shape[4]
+    most = strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo)
     done = 0  # latent frames already handed out
     while True:
-        grid = TileGrid(lh, lw, cells, _overlap_cells(overlap, cells, s), s)
         failed = None
         try:
             with torch.no_grad():
-                chunks = _decode_whole_frames(codec, latent, check) if len(grid) == 1 else _decode_tile_major(
-                    codec, latent, grid, check)
-                for k, chunk in enumerate(chunks):
+                for k, chunk in enumerate(_decode_chunks(codec, latent, plan, overlap, check)):
                     if k >= done:  # after a retry, frames already handed out are recomputed, not repeated
                         done = k + 1
                         yield chunk
@@ -274,7 +347,7 @@ def _decode_with_retry(codec, latent, cells, overlap, check=_no_check) -> Iterat
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        cells = _tiles_after_out_of_memory(codec, "decode", cells, lh, lw, failed)
+        plan = _plan_after_out_of_memory(codec, "decode", plan, lh, lw, failed, most)
 
 
 # --- encode ----------------------------------------------------------------------------------
@@ -328,4 +401,4 @@ def encode_video(codec: Codec, pixels: torch.Tensor, tile: int | None, overlap: 
             if not is_out_of_memory(e):
                 raise
             failed = str(e).splitlines()[0]
-        cells = _tiles_after_out_of_memory(codec, "encode", cells, lh, lw, failed)
+        cells = _plan_after_out_of_memory(codec, "encode", FramePlan(tile=cells), lh, lw, failed).tile

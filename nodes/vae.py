@@ -81,9 +81,10 @@ class Wan22VAEDecode(io.ComfyNode):
             description=(
                 "Decodes a Wan video latent one latent frame at a time (1 frame, then 4 per latent frame), "
                 "the full-resolution stages one frame at a time: the same numbers as native VAE Decode in "
-                "less memory. Whole frames unless they do not fit the free memory or tile_size is set; "
-                "tiles (each through all its frames, then freed) change the numbers slightly near seams; on "
-                "out-of-memory it retries with smaller tiles."
+                "less memory. Whole frames unless they do not fit the free memory or exact_strips / "
+                "tile_size is set. Exact strips (each strip through all frames, then freed) keep the same "
+                "numbers in less memory and more time; tiles change the numbers slightly near seams. On "
+                "out-of-memory it retries with more strips, then smaller tiles."
             ),
             inputs=[
                 io.Vae.Input("vae", tooltip="A Wan2.1 or Wan2.2 VAE (this pack's loader or native Load VAE)."),
@@ -93,16 +94,22 @@ class Wan22VAEDecode(io.ComfyNode):
                                      "the free memory."),
                 io.Int.Input("tile_overlap", default=0, min=0, max=4096, step=16, optional=True,
                              tooltip="Overlap of neighbouring tiles in pixels. 0 = automatic (a quarter tile)."),
+                io.Int.Input("exact_strips", default=0, min=0, max=16, optional=True,
+                             tooltip="Decode in this many strips, each through the whole video, then freed: the "
+                                     "same numbers as whole frames in less memory and more time (2 strips of a "
+                                     "384 px frame: see docs/benchmarks.md). 0 = automatic: strips only when "
+                                     "whole frames do not fit. Ignored when tile_size is set."),
             ],
             outputs=[io.Image.Output()],
         )
 
     @classmethod
-    def execute(cls, vae, samples, tile_size=0, tile_overlap=0) -> io.NodeOutput:
+    def execute(cls, vae, samples, tile_size=0, tile_overlap=0, exact_strips=0) -> io.NodeOutput:
         latent = samples.get("samples") if isinstance(samples, dict) else None
         if not isinstance(latent, torch.Tensor):
             raise WanUserError("samples: not a LATENT. Connect a sampler's or VAE encode's LATENT.")
-        chunks = vae_stream.decode_iter(vae, latent, tile=tile_size or None, overlap=tile_overlap or None)
+        chunks = vae_stream.decode_iter(vae, latent, tile=tile_size or None, overlap=tile_overlap or None,
+                                        strips=exact_strips)
         pbar = comfy.utils.ProgressBar(latent.shape[2])
         b, _, frames, _, _ = latent.shape
         video = None  # [B, T, H, W, 3], filled chunk by chunk (no list of chunks and no final copy)

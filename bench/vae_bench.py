@@ -6,8 +6,10 @@ real-size Wan2.1 and Wan2.2 VAEs on a 17-frame 384x384 clip, on this machine's d
 Rows: `native` = native VAEDecode (`vae.decode`, flattened to IMAGE frames as the node does);
 `pack` = the pack's Wan22VAEDecode node (the IMAGE output, the same numbers); `stream` = the
 frames Wan22VideoCombine receives from samples + vae (decoded chunk by chunk, each dropped after
-it is written: no whole-video tensor). Each measurement runs in a fresh child process; the RSS
-high-water mark is reset after the weights are built, so the peak is the decode's own growth.
+it is written: no whole-video tensor); `strips` = Wan22VAEDecode in exact strips (the same
+numbers in less memory, more time); `tiled` (only when asked) = Wan22VAEDecode in tiles. Each
+measurement runs in a fresh child process; the RSS high-water mark is reset after the weights
+are built, so the peak is the decode's own growth.
 Not a timed test: run it on a quiet machine. Run alone, it takes the repo's bigmem lock; run by
 `python -m bench` (whose caller holds that lock, `flock /tmp/wan22-bigmem.lock make bench`) it is
 told so through LOCK_HELD_ENV and does not wait on it (flock locks are per open file, so it would
@@ -27,10 +29,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # (kind, frames, height, width): where activations dominate (issue 13: >= 17 frames at 384x384).
 CASES = [("wan2.1", 17, 384, 384), ("wan2.2", 17, 384, 384)]
-IMPLS = ("native", "pack", "stream")
+IMPLS = ("native", "pack", "stream", "strips")
 TILE_PX = 160  # the opt-in tiled row: tile_size of Wan22VAEDecode (tiles change numbers near seams)
+STRIPS = 2  # the exact low-memory row: exact_strips of Wan22VAEDecode
 LABELS = {"native": "ComfyUI native VAEDecode", "pack": "pack Wan22VAEDecode (IMAGE out)",
           "stream": "pack stream (Wan22VideoCombine's input)",
+          "strips": f"pack Wan22VAEDecode, exact_strips {STRIPS} (the same numbers)",
           "tiled": f"pack Wan22VAEDecode, tile_size {TILE_PX} (opt-in; not exact)"}
 LOCK = "/tmp/wan22-bigmem.lock"
 LOCK_HELD_ENV = "WAN22_BIGMEM_LOCK_HELD"  # set by a parent that runs the whole bench under LOCK
@@ -62,9 +66,11 @@ def measure(kind: str, impl: str, frames: int, height: int, width: int) -> dict:
         if impl == "native":  # nodes.VAEDecode: decode, then flatten the batch of videos to frames
             images = vae.decode(latent)
             return images.reshape(-1, *images.shape[-3:])
-        if impl in ("pack", "tiled"):
+        if impl in ("pack", "tiled", "strips"):
             tile = TILE_PX if impl == "tiled" else 0
-            return nodes.vae.Wan22VAEDecode.execute(vae=vae, samples={"samples": latent}, tile_size=tile).result[0]
+            strips = STRIPS if impl == "strips" else 0
+            return nodes.vae.Wan22VAEDecode.execute(vae=vae, samples={"samples": latent}, tile_size=tile,
+                                                    exact_strips=strips).result[0]
         count = 0
         for chunk in vae_stream.decode_iter(vae, latent):
             count += chunk.shape[2]

@@ -299,3 +299,12 @@ def test_the_decode_nodes_exact_strips_widget_decodes_in_strips(monkeypatch):
     assert counts == []
     assert (images(3) - whole).abs().max() <= 1e-6
     assert counts == [3]
+
+
+def test_more_strips_than_a_frame_is_worth_are_cut_to_the_most(caplog):
+    vae = random_vae("wan2.1", seed=3)
+    latent = torch.randn(1, 16, 2, 8, 20, generator=torch.Generator().manual_seed(6))  # 40 columns at 2x
+    with caplog.at_level("INFO"):
+        out = decode(vae, latent, tile=0, strips=16)
+    assert "worth at most 3" in caplog.text  # 40 // the 12-row halo
+    assert (out - decode(vae, latent, tile=0)).abs().max() <= 1e-6

@@ -281,7 +281,11 @@ def decode_video(
     if tile:
         plan = FramePlan(tile=_tile_cells(tile, s))
     elif strips > 1:
-        plan = FramePlan(strips=strips)
+        most = strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo)
+        if strips > most:
+            log.info("VAE decode: %d exact strips asked for; a %dx%d frame is worth at most %d (each keeps at "
+                     "least the %d-row halo).", strips, lw * s, lh * s, most, codec.strip_halo)
+        plan = FramePlan(strips=min(strips, most)) if most > 1 else FramePlan()
     elif tile is None:
         free = free_memory if free_memory is not None else free_memory_of(codec.device)
         plan = auto_plan(codec, lh, lw, latent.shape[2], free)

@@ -90,8 +90,8 @@ class Wan22VAEDecode(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="A Wan2.1 or Wan2.2 VAE (this pack's loader or native Load VAE)."),
                 io.Latent.Input("samples"),
                 io.Int.Input("tile_size", default=0, min=0, max=8192, step=32, optional=True,
-                             tooltip="Spatial tile in pixels. 0 = automatic: whole frames (exact) when they fit "
-                                     "the free memory."),
+                             tooltip="Spatial tile in pixels (tiles change the numbers near seams). 0 = automatic: "
+                                     "whole frames when they fit the free memory, else exact strips, else tiles."),
                 io.Int.Input("tile_overlap", default=0, min=0, max=4096, step=16, optional=True,
                              tooltip="Overlap of neighbouring tiles in pixels. 0 = automatic (a quarter tile)."),
                 io.Int.Input("exact_strips", default=0, min=0, max=16, optional=True,

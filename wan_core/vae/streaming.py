@@ -241,6 +241,10 @@ def _strip_length(codec: Codec, lh: int, lw: int) -> int:
     return codec.low_scale * (lw if strips_mod.strip_axis(lh, lw) == 4 else lh)
 
 
+def _most_strips(codec: Codec, lh: int, lw: int) -> int:
+    return strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo)
+
+
 def strips_bytes(codec: Codec, lh: int, lw: int, frames: int, count: int, bytes_per_pixel: float) -> float:
     """Working set of a decode in `count` exact strips: the largest strip's share of a whole-frame
     decode's, plus decode_low's features of the video (about 2 low-resolution frames per latent frame)."""
@@ -257,7 +261,7 @@ def auto_plan(codec: Codec, lh: int, lw: int, frames: int, free_memory: int) -> 
     if not cells:
         return FramePlan()
     budget = MEMORY_SHARE * free_memory
-    for count in range(2, strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo) + 1):
+    for count in range(2, _most_strips(codec, lh, lw) + 1):
         if strips_bytes(codec, lh, lw, frames, count, per_px) <= budget:
             return FramePlan(strips=count)
     return FramePlan(tile=cells)
@@ -281,7 +285,7 @@ def decode_video(
     if tile:
         plan = FramePlan(tile=_tile_cells(tile, s))
     elif strips > 1:
-        most = strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo)
+        most = _most_strips(codec, lh, lw)
         if strips > most:
             log.info("VAE decode: %d exact strips asked for; a %dx%d frame is worth at most %d (each keeps at "
                      "least the %d-row halo).", strips, lw * s, lh * s, most, codec.strip_halo)
@@ -336,7 +340,7 @@ def _decode_chunks(codec, latent, plan: FramePlan, overlap, check) -> Iterator[t
 
 def _decode_with_retry(codec, latent, plan: FramePlan, overlap, check=_no_check) -> Iterator[torch.Tensor]:
     lh, lw = latent.shape[3], latent.shape[4]
-    most = strips_mod.most_strips(_strip_length(codec, lh, lw), codec.strip_halo)
+    most = _most_strips(codec, lh, lw)
     done = 0  # latent frames already handed out
     while True:
         failed = None
